@@ -1,0 +1,97 @@
+"""Checkpoint → ONNX (Optimum's exporter) → validation → the model repository's version folders.
+
+Optimum writes `encoder_model.onnx` and `decoder_model_merged.onnx` (one graph holding the
+first step and the with-past step behind an `If` on `use_cache_branch`, so the decoder's
+weights are loaded once). They become `t5_encoder/1/model.onnx` and `t5_decoder/1/model.onnx`;
+`export_manifest.json` at the repository root records where they came from and how they
+validated, and the config generator reads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import onnx
+from transformers import AutoConfig
+
+from export.demo_model import is_demo
+from export.validate import validate_export
+
+TASK = "text2text-generation-with-past"
+GRAPHS = {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"}
+MANIFEST = "export_manifest.json"
+
+
+def source_key(model: str) -> str:
+    """Identifies a checkpoint's contents: the Hub id, or a local folder's path, sizes and mtimes."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return f"{folder.resolve()}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:16]}"
+
+
+def graph_signature(path: Path) -> dict:
+    """Inputs and outputs of an ONNX graph: name -> [ONNX element type, dims (-1 if dynamic)]."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values) -> dict:
+        return {
+            v.name: [onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                     [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]]
+            for v in values
+        }
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
+    """Export and validate `model` into `workdir`; return the manifest. Reuses a previous
+    export of the same checkpoint found there."""
+    manifest_path = workdir / MANIFEST
+    key = source_key(model)
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("source_key") == key and all((workdir / f).is_file() for f in GRAPHS.values()):
+            return manifest
+    config = AutoConfig.from_pretrained(model)  # fails fast, before the slow export, on a bad id
+    if config.model_type != "t5":
+        raise ValueError(f"{model} is a {config.model_type!r} model; this exporter serves T5 only")
+    from optimum.exporters.onnx import main_export  # heavy import, only when exporting
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    main_export(model, workdir, task=TASK, do_validation=False)
+    exported = time.monotonic() - started
+    for unused in ("decoder_model.onnx", "decoder_with_past_model.onnx"):  # merged graph holds both
+        (workdir / unused).unlink(missing_ok=True)
+    report = validate_export(model, workdir / GRAPHS["t5_encoder"], workdir / GRAPHS["t5_decoder"], atol)
+    manifest = {
+        "model": model,
+        "source_key": key,
+        "demo": is_demo(config),
+        "vocab_size": config.vocab_size,
+        "graphs": {name: graph_signature(workdir / f) for name, f in GRAPHS.items()},
+        "export_seconds": round(exported, 1),
+        "validation": report.as_dict(),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def install(workdir: Path, repository: Path) -> dict:
+    """Place the validated graphs into `repository`'s version folders (hard links when possible)."""
+    manifest = json.loads((workdir / MANIFEST).read_text())
+    for model_name, filename in GRAPHS.items():
+        target = repository / model_name / "1" / "model.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            target.hardlink_to(workdir / filename)
+        except OSError:
+            shutil.copyfile(workdir / filename, target)
+    (repository / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
