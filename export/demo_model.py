@@ -1,7 +1,11 @@
 """Seeded T5 checkpoints with random weights, for machines that cannot reach the Hugging Face
 Hub: the t5-base architecture (223M parameters) or a tiny one, saved with the real t5-base
 tokenizer. Their answers are meaningless; `config.json` carries `t5qa_demo` so that every
-later stage (export manifest, served config, client) can say so."""
+later stage (export manifest, served config, client) can say so.
+
+One adjustment keeps the random model from answering every question with `<pad>`: with tied
+embeddings, the decoder start token's own embedding dominates the first logits, so it is
+shrunk (x0.01), and the output then depends on the input."""
 from __future__ import annotations
 
 import os
@@ -36,6 +40,8 @@ def build_demo_model(size: str, output: Path, seed: int = 0, tokenizer_dir: Path
     config.t5qa_demo = {"size": size, "seed": seed}
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.shared.weight[config.decoder_start_token_id] *= 0.01
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     T5TokenizerFast(tokenizer_file=str(tokenizer_file), model_max_length=512).save_pretrained(output)

@@ -2,9 +2,10 @@
 Python backend needs. Used by `make serve` (through `serving.serve`) and by the tests.
 
 The Python backend's stub must embed this virtual environment's Python (numpy<2, onnxruntime,
-this project on `PYTHONPATH`): the 3.11 stub is copied into the backend folder, the venv's
-`bin` goes first on `PATH`, and `LD_LIBRARY_PATH` holds the wheel's libraries and Python's
-LIBDIR. Model control mode is `none`: the repository is loaded once, at start.
+and this project, installed editable by `make setup`: the embedded interpreter ignores
+`PYTHONPATH`): the 3.11 stub is copied into the backend folder, the venv's `bin` goes first on
+`PATH`, and `LD_LIBRARY_PATH` holds the wheel's libraries and Python's LIBDIR. Model control
+mode is `none`: the repository is loaded once, at start.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import pytriton
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TRITON_HOME = Path(pytriton.__file__).parent / "tritonserver"
 LIBS = Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs"
 
@@ -51,7 +51,6 @@ def server_environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (str(LIBS), sysconfig.get_config_var("LIBDIR"), env.get("LD_LIBRARY_PATH")) if p)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -61,6 +60,7 @@ class TritonServer:
 
     repository: Path
     ports: Ports = field(default_factory=Ports)
+    address: str = "0.0.0.0"
     exit_timeout_s: int = 30
     log_file: Path | None = None
     process: subprocess.Popen | None = None
@@ -71,6 +71,9 @@ class TritonServer:
             f"--model-repository={self.repository.resolve()}",
             "--model-control-mode=none",
             f"--backend-directory={prepare_python_backend()}",
+            f"--http-address={self.address}",
+            f"--grpc-address={self.address}",
+            f"--metrics-address={self.address}",
             f"--http-port={self.ports.http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",

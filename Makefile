@@ -1,0 +1,49 @@
+# T5 SQuAD v2 question answering on Triton: setup, demo model, export, serve, test.
+# `make help` lists the targets. Variables: MODEL, DEMO, TARGET, HTTP_PORT, GRPC_PORT, METRICS_PORT.
+
+VENV      ?= .venv
+PYTHON    := $(VENV)/bin/python
+MODEL     ?= mrm8488/t5-base-finetuned-squadv2
+DEMO      ?= base
+TARGET    ?= cpu
+REPOSITORY ?= model_repository
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+SETUP_STAMP := $(VENV)/.setup-done
+
+include deploy/deploy.mk
+
+.PHONY: help setup demo-model export repository serve test test-deploy clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+setup: $(SETUP_STAMP)  ## create .venv with the pinned dependencies
+$(SETUP_STAMP): requirements/server.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip==24.3.1
+	$(PYTHON) -m pip install --quiet -r requirements/server.txt
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
+	$(PYTHON) -m pip check
+	touch $@
+
+demo-model: setup  ## build a random-weight checkpoint: DEMO=base (t5-base config) or DEMO=tiny
+	$(PYTHON) -m export demo-model --size $(DEMO) --output build/models/demo-$(DEMO)
+
+export: setup  ## export MODEL to validated ONNX in the repository (never falls back to a demo model)
+	$(PYTHON) -m export onnx --model $(MODEL) --repository $(REPOSITORY)
+	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
+
+repository: setup  ## regenerate the config.pbtxt files for TARGET from the exported graphs
+	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
+
+serve: setup  ## export MODEL (demo model if the Hub is unreachable), start Triton, answer a question
+	$(PYTHON) -m serving.serve --model $(MODEL) --demo-fallback $(DEMO) --target $(TARGET) \
+	  --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+test: setup deploy-tools  ## run all tests (starts its own tritonserver on free ports; chart checks offline)
+	$(PYTHON) -m pytest -q tests
+
+clean:  ## remove generated models, exports and configs (keeps .venv)
+	rm -rf build $(REPOSITORY)/export_manifest.json $(REPOSITORY)/*/config.pbtxt $(REPOSITORY)/*/1/*.onnx

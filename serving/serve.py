@@ -1,0 +1,109 @@
+"""`make serve`: export the model (or a demo model if the Hub is unreachable), write the
+repository's configs, start Triton, print one demo answer, serve until Ctrl-C/SIGTERM.
+
+  python -m serving.serve --model mrm8488/t5-base-finetuned-squadv2 --demo-fallback base
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from client.api import QAClient
+from export.__main__ import DEFAULT_MODEL, workdir_for
+from export.demo_model import build_demo_model
+from export.onnx_export import export_model, install
+from serving.repository import TARGETS, write_repository
+from serving.server import Ports, TritonServer
+
+DEMO_QUESTION = ("Where do water droplets collide with ice crystals to form precipitation?",
+                 "In meteorology, precipitation is any product of the condensation of atmospheric water "
+                 "vapor that falls under gravity. The main forms of precipitation include drizzle, rain, "
+                 "sleet, snow, graupel and hail. Precipitation forms as smaller droplets coalesce via "
+                 "collision with other rain drops or ice crystals within a cloud.")
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def banner(lines: list[str]) -> None:
+    width = max(map(len, lines)) + 4
+    print("\n" + "!" * width, *(f"! {line.ljust(width - 4)} !" for line in lines), "!" * width + "\n",
+          sep="\n", file=sys.stderr, flush=True)
+
+
+def export_with_fallback(model: str, demo_size: str, workdir: Path) -> str:
+    """Export `model`; if it cannot be loaded and `demo_size` is not 'none', export a demo model."""
+    local = Path(model).is_dir()
+    if local or hub_reachable():
+        try:
+            export_model(model, workdir_for(model, workdir))
+            return model
+        except OSError as error:
+            reason = f"cannot load {model}: {str(error).splitlines()[0]}"
+    else:
+        reason = f"the Hugging Face Hub is unreachable, so {model} cannot be downloaded"
+    if demo_size == "none":
+        raise SystemExit(f"{reason}; no demo fallback requested")
+    demo = Path("build/models") / f"demo-{demo_size}"
+    banner([reason, f"SERVING A DEMO MODEL: random weights, t5-{demo_size} architecture ({demo}).",
+            "Its answers are meaningless; clients warn on every answer.",
+            "Serve real weights with: make serve MODEL=<hub id or checkpoint folder>"])
+    if not (demo / "config.json").is_file():
+        build_demo_model(demo_size, demo)
+    export_model(str(demo), workdir_for(str(demo), workdir))
+    return str(demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder")
+    parser.add_argument("--demo-fallback", choices=("base", "tiny", "none"), default="base",
+                        help="demo model to serve when --model cannot be loaded")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--workdir", type=Path, default=Path("build/onnx"))
+    parser.add_argument("--target", choices=sorted(TARGETS), default="cpu")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--exit-timeout", type=int, default=30, help="seconds in-flight requests get on shutdown")
+    args = parser.parse_args(argv)
+
+    served = export_with_fallback(args.model, args.demo_fallback, args.workdir)
+    install(workdir_for(served, args.workdir), args.repository)
+    write_repository(args.repository, args.target)
+    server = TritonServer(args.repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
+                          exit_timeout_s=args.exit_timeout)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    try:
+        server.wait_ready()
+        with QAClient(f"localhost:{args.grpc_port}") as client:
+            result = client.answer(*DEMO_QUESTION)
+        print(f"\nReady. gRPC localhost:{args.grpc_port}, HTTP localhost:{args.http_port}, "
+              f"metrics localhost:{args.metrics_port}. Model: {served}", flush=True)
+        print(f"Q: {DEMO_QUESTION[0]}\nA: {result.text or '(no answer)'}", flush=True)
+        if result.demo_model:
+            print("   (demo model: random weights, meaningless answer)", flush=True)
+        print('Ask: .venv/bin/python -m client ask --question "..." --context "..."  (Ctrl-C stops)', flush=True)
+        while not stop.is_set() and server.process.poll() is None:
+            stop.wait(1.0)
+    finally:
+        code = server.stop()
+        print(f"tritonserver stopped (exit code {code})", flush=True)
+    return 0 if stop.is_set() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
