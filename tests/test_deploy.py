@@ -1,0 +1,555 @@
+"""test_deploy.py — offline checks of the Kubernetes deployment in deploy/ (issue 7).
+
+helm lint/template on the chart, kubernetes-validate --strict against Kubernetes 1.30 for the
+built-in kinds, structural checks for the CRD kinds (no schema is bundled for them), promtool
+check/test of the recording rule, and tests that values really change the rendered manifests.
+
+Tools come from deploy/tools/install.sh (`make deploy-tools`) under .tools/; this module uses only
+the standard library and runs the tools as subprocesses (YAML is parsed by deploy/tools/yaml2json.py
+under .tools/venv/bin/python). Nothing here contacts a cluster or the network.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = Path(os.environ.get("DEPLOY_TOOLS_DIR", ROOT / ".tools"))
+HELM = TOOLS / "bin" / "helm"
+PROMTOOL = TOOLS / "bin" / "promtool"
+VENV_PYTHON = TOOLS / "venv" / "bin" / "python"
+KUBERNETES_VALIDATE = TOOLS / "venv" / "bin" / "kubernetes-validate"
+
+CHART = ROOT / "deploy" / "helm" / "t5-qa"
+GPU_POOL_VALUES = CHART / "values-gpu-pool.yaml"
+RULES = CHART / "files" / "rules.yaml"
+DASHBOARD = CHART / "files" / "t5-qa-dashboard.json"
+RULES_TEST = ROOT / "deploy" / "prometheus" / "t5-qa-rules.test.yaml"
+ADAPTER_VALUES = ROOT / "deploy" / "prometheus" / "prometheus-adapter-values.yaml"
+ISVC = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
+YAML2JSON = ROOT / "deploy" / "tools" / "yaml2json.py"
+
+K8S_VERSION = "1.30.0"
+RELEASE = "t5-qa"
+NAMESPACE = "ml"
+# Kinds without a schema in kubernetes-validate: checked structurally below, not schema-validated.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "InferenceService"}
+VALUE_SETS = {"default": [], "gpu-pool": ["-f", str(GPU_POOL_VALUES)]}
+TOOL_ENV = dict(os.environ)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tools(tmp_path_factory):
+    missing = [str(p) for p in (HELM, PROMTOOL, VENV_PYTHON, KUBERNETES_VALIDATE) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.fail(
+            "deployment validation tools missing: " + ", ".join(missing)
+            + " — run deploy/tools/install.sh (or `make deploy-tools`) first",
+            pytrace=False,
+        )
+    # Keep helm away from the user's config and any cluster (subprocesses only; os.environ is untouched).
+    home = tmp_path_factory.mktemp("helm-home")
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        TOOL_ENV[var] = str(home / var.lower())
+    TOOL_ENV["KUBECONFIG"] = os.devnull
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def run(cmd, input_text=None, check=True):
+    proc = subprocess.run([str(c) for c in cmd], input=input_text, capture_output=True, text=True,
+                          timeout=300, env=TOOL_ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def yaml_docs(text=None, path=None):
+    args = [VENV_PYTHON, YAML2JSON] + ([path] if path else [])
+    return json.loads(run(args, input_text=text).stdout)
+
+
+def template_cmd(*args):
+    return [HELM, "template", RELEASE, CHART, "--namespace", NAMESPACE, "--kube-version", K8S_VERSION, *args]
+
+
+def render_text(*args):
+    return run(template_cmd(*args)).stdout
+
+
+def render(*args):
+    return yaml_docs(render_text(*args))
+
+
+def render_fails(*args):
+    proc = run(template_cmd(*args), check=False)
+    assert proc.returncode != 0, "helm template was expected to fail but rendered:\n" + proc.stdout[:2000]
+    return proc.stderr
+
+
+def find(docs, kind, name=None):
+    hits = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(hits) == 1, f"expected exactly one {kind} {name or ''}, found {len(hits)}"
+    return hits[0]
+
+
+def kinds(docs):
+    return sorted(d["kind"] for d in docs)
+
+
+def container(docs):
+    return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_names(c):
+    return [e["name"] for e in c.get("env", [])]
+
+
+def env_by_name(c):
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def default_docs():
+    return render()
+
+
+@pytest.fixture(scope="module")
+def gpu_docs():
+    return render("-f", GPU_POOL_VALUES)
+
+
+@pytest.fixture(scope="module")
+def chart_values():
+    return yaml_docs(path=CHART / "values.yaml")[0]
+
+
+@pytest.fixture(scope="module")
+def rule_file():
+    return yaml_docs(path=RULES)[0]
+
+
+def recorded_series(rule_file):
+    return {r["record"] for g in rule_file["groups"] for r in g["rules"] if "record" in r}
+
+
+# --- helm lint / template + schema validation --------------------------------------------------
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_helm_lint_strict(values):
+    proc = run([HELM, "lint", "--strict", "--kube-version", K8S_VERSION, CHART, *values], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "0 chart(s) failed" in out
+    # helm lint downgrades a template `fail` to an INFO line and still exits 0: catch it here.
+    assert "Fail:" not in out and "[ERROR]" not in out and "[WARNING]" not in out, out
+
+
+def kubernetes_validate(path):
+    return run([KUBERNETES_VALIDATE, "--strict", "-k", K8S_VERSION, path], check=False)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_rendered_manifests_pass_kubernetes_validate_strict(values, tmp_path):
+    text = render_text(*values)
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(text)
+    proc = kubernetes_validate(manifest)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "ERROR" not in out and "FATAL" not in out, out
+    docs = yaml_docs(text)
+    assert docs
+    for doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in CRD_KINDS:
+            # No bundled schema: kubernetes-validate only warns. Structure is checked in other tests.
+            assert f"Couldn't find schema for kind {kind}" in out, out
+        else:
+            assert f"passed for resource {kind.lower()}/{name} against version 1.30" in out, (kind, name, out)
+    warned = set(re.findall(r"Couldn't find schema for kind (\S+)", out))
+    assert warned <= CRD_KINDS, f"built-in kinds without a schema check: {warned - CRD_KINDS}"
+
+
+def test_the_two_renders_cover_every_template(default_docs, gpu_docs):
+    assert kinds(default_docs) == [
+        "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    assert kinds(gpu_docs) == [
+        "ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
+        "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+
+
+def test_kubernetes_validate_strict_rejects_unknown_fields(default_docs, tmp_path):
+    """Negative control: strict validation is live, so the passing test above means something."""
+    docs = copy.deepcopy(default_docs)
+    container(docs)["bogusField"] = 1
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text("\n---\n".join(json.dumps(d) for d in docs))
+    proc = kubernetes_validate(manifest)
+    assert proc.returncode != 0
+    assert "'bogusField' was unexpected" in proc.stdout
+
+
+# --- CRD kinds: structure and cross-references (not schema validation) -------------------------
+
+def check_crd_metadata(doc, api_version, kind):
+    assert doc["apiVersion"] == api_version
+    assert doc["kind"] == kind
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+    assert isinstance(doc["spec"], dict) and doc["spec"]
+
+
+def test_prometheus_rule_is_the_promtool_tested_rule_file(gpu_docs, rule_file):
+    rule = find(gpu_docs, "PrometheusRule")
+    check_crd_metadata(rule, "monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # Same data as files/rules.yaml, so what promtool tested is what gets deployed.
+    assert rule["spec"] == {"groups": rule_file["groups"]}
+    for group in rule["spec"]["groups"]:
+        assert group["name"] and group["rules"]
+        for r in group["rules"]:
+            assert r["expr"].strip() and ("record" in r) != ("alert" in r)
+
+
+def test_service_monitor_targets_the_metrics_port(gpu_docs):
+    sm = find(gpu_docs, "ServiceMonitor")
+    check_crd_metadata(sm, "monitoring.coreos.com/v1", "ServiceMonitor")
+    service = find(gpu_docs, "Service")
+    selector = sm["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["port"] in port_names
+    assert endpoint["path"] == "/metrics"
+    # The recording rule's [30s] window needs at least two samples.
+    assert int(endpoint["interval"].rstrip("s")) <= 15
+
+
+def test_kserve_inferenceservice(tmp_path, chart_values):
+    (isvc,) = yaml_docs(path=ISVC)
+    check_crd_metadata(isvc, "serving.kserve.io/v1beta1", "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["modelFormat"]["name"] == "triton"
+    assert model["runtimeVersion"] == chart_values["image"]["tag"] == "24.10-py3"
+    assert re.match(r"(s3|gs)://[^/]+/", model["storageUri"])
+    assert "--model-control-mode=none" in model["args"]
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # The embedded core/v1 parts (PodSpec fields, the model Container) are validated strictly by
+    # re-assembling them into a Pod; the KServe-only fields are removed first.
+    kserve_predictor_fields = {"model", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget",
+                               "containerConcurrency", "timeout", "canaryTrafficPercent", "logger",
+                               "batcher", "labels", "annotations", "deploymentStrategy"}
+    kserve_model_fields = {"modelFormat", "runtime", "runtimeVersion", "storageUri", "protocolVersion", "storage"}
+    pod_spec = {k: v for k, v in predictor.items() if k not in kserve_predictor_fields}
+    c = {k: v for k, v in model.items() if k not in kserve_model_fields}
+    c.update(name="kserve-container", image="nvcr.io/nvidia/tritonserver:" + model["runtimeVersion"])
+    pod_spec["containers"] = [c]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t5-qa-predictor"}, "spec": pod_spec}
+    manifest = tmp_path / "pod.json"
+    manifest.write_text(json.dumps(pod))
+    proc = kubernetes_validate(manifest)
+    assert proc.returncode == 0 and "passed for resource pod/t5-qa-predictor" in proc.stdout, proc.stdout
+
+
+# --- promtool ----------------------------------------------------------------------------------
+
+def test_promtool_check_rules():
+    proc = run([PROMTOOL, "check", "rules", RULES], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 1 rules found" in proc.stdout
+
+
+def test_promtool_unit_test_of_recording_rule():
+    proc = run([PROMTOOL, "test", "rules", RULES_TEST], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_promtool_unit_test_catches_a_wrong_label_set(tmp_path):
+    """Mutation check: grouping by pod only (NVIDIA's original) merges same-named pods of two namespaces."""
+    (tmp_path / "prometheus").mkdir()
+    (tmp_path / "helm" / "t5-qa" / "files").mkdir(parents=True)
+    shutil.copy(RULES_TEST, tmp_path / "prometheus" / RULES_TEST.name)
+    mutated = RULES.read_text().replace("avg by (namespace, pod)", "avg by (pod)")
+    assert mutated != RULES.read_text()
+    (tmp_path / "helm" / "t5-qa" / "files" / "rules.yaml").write_text(mutated)
+    proc = run([PROMTOOL, "test", "rules", tmp_path / "prometheus" / RULES_TEST.name], check=False)
+    assert proc.returncode != 0
+    assert "FAILED" in proc.stdout + proc.stderr
+
+
+# --- values drive the output -------------------------------------------------------------------
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_gpu_count_sets_the_gpu_limit(count):
+    limits = container(render("--set", f"gpu.count={count}"))["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == count
+
+
+def test_gpu_count_zero_requests_no_gpu():
+    limits = container(render("--set", "gpu.count=0"))["resources"]["limits"]
+    assert "nvidia.com/gpu" not in limits
+
+
+def test_replicas_without_autoscaling():
+    docs = render("--set", "autoscaling.enabled=false", "--set", "replicaCount=3")
+    assert find(docs, "Deployment")["spec"]["replicas"] == 3
+    assert "HorizontalPodAutoscaler" not in kinds(docs)
+
+
+def test_autoscaling_owns_replicas():
+    docs = render("--set", "autoscaling.minReplicas=2", "--set", "autoscaling.maxReplicas=7",
+                  "--set", "replicaCount=5")
+    assert "replicas" not in find(docs, "Deployment")["spec"]
+    hpa = find(docs, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 7)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": RELEASE}
+
+
+def test_hpa_default_metric_is_the_recorded_series(default_docs, rule_file):
+    (metric,) = find(default_docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "avg_time_queue_us"
+    assert metric["pods"]["metric"]["name"] in recorded_series(rule_file)
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "20000"}
+
+
+def test_hpa_metric_target_and_behavior_follow_values():
+    hpa = find(render("--set", "autoscaling.metric.name=triton_queue_p95_us",
+                      "--set", "autoscaling.metric.targetAverageValue=150m",
+                      "--set", "autoscaling.behavior.scaleDown.stabilizationWindowSeconds=900"),
+               "HorizontalPodAutoscaler")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "triton_queue_p95_us"
+    assert metric["pods"]["target"]["averageValue"] == "150m"
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 900
+    assert hpa["spec"]["behavior"]["scaleUp"]["policies"] == [{"type": "Pods", "value": 2, "periodSeconds": 60}]
+
+
+def test_restricted_api_on_by_default(default_docs):
+    c = container(default_docs)
+    group = "model-repository,shared-memory,trace,logging:triton-admin-key=$(TRITON_RESTRICTED_API_KEY)"
+    assert f"--grpc-restricted-protocol={group}" in c["args"]
+    assert f"--http-restricted-api={group}" in c["args"]
+    key_env = env_by_name(c)["TRITON_RESTRICTED_API_KEY"]
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "t5-qa-admin-key", "key": "key"}
+
+
+def test_restricted_api_off_removes_args_and_key():
+    c = container(render("--set", "server.restrictedApi.enabled=false"))
+    assert not [a for a in c["args"] if a.startswith(("--grpc-restricted-protocol", "--http-restricted-api"))]
+    assert "TRITON_RESTRICTED_API_KEY" not in env_names(c)
+
+
+def test_restricted_api_header_and_secret_from_values():
+    c = container(render("--set", "server.restrictedApi.headerName=x-admin",
+                         "--set", "server.restrictedApi.existingSecret=other", "--set", "server.restrictedApi.secretKey=k"))
+    assert "--http-restricted-api=model-repository,shared-memory,trace,logging:x-admin=$(TRITON_RESTRICTED_API_KEY)" in c["args"]
+    assert env_by_name(c)["TRITON_RESTRICTED_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "other", "key": "k"}
+
+
+def test_object_storage_repository_s3_with_credentials():
+    docs = render("--set", "modelRepository.objectStorage.path=s3://bucket/repo",
+                  "--set", "modelRepository.objectStorage.credentials.existingSecret=s3-creds")
+    c = container(docs)
+    assert "--model-repository=s3://bucket/repo" in c["args"]
+    env = env_by_name(c)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": var}
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env
+    volumes = find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"] for v in volumes} == {"tmp", "dshm"}
+
+
+def test_object_storage_without_secret_injects_no_credentials(default_docs):
+    env = env_names(container(default_docs))
+    assert not [e for e in env if e.startswith("AWS_") or e == "GOOGLE_APPLICATION_CREDENTIALS"]
+
+
+def test_object_storage_repository_gcs(gpu_docs):
+    c = container(gpu_docs)
+    assert "--model-repository=gs://my-model-bucket/t5-qa/model_repository" in c["args"]
+    env = env_by_name(c)
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/var/run/secrets/gcp/credentials.json"
+    assert not [e for e in env if e.startswith("AWS_")]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["gcp-credentials"] == {"name": "gcp-credentials", "mountPath": "/var/run/secrets/gcp", "readOnly": True}
+    volumes = {v["name"]: v for v in find(gpu_docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["gcp-credentials"]["secret"]["secretName"] == "t5-qa-gcs-reader"
+
+
+def test_pvc_repository_mounted_read_only():
+    docs = render("--set", "modelRepository.source=pvc", "--set", "modelRepository.pvc.claimName=models",
+                  "--set", "modelRepository.objectStorage.credentials.existingSecret=ignored")
+    c = container(docs)
+    assert "--model-repository=/models" in c["args"]
+    assert not [a for a in c["args"] if "s3://" in a]
+    assert not [e for e in env_names(c) if e.startswith("AWS_")]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["model-repository"] == {"name": "model-repository", "mountPath": "/models", "readOnly": True}
+    volumes = {v["name"]: v for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+
+def test_pvc_repository_dir_beside_python_package():
+    c = container(render("--set", "modelRepository.source=pvc", "--set", "modelRepository.pvc.repositoryDir=model_repository",
+                         "--set", "server.extraEnv[0].name=PYTHONPATH", "--set", "server.extraEnv[0].value=/models/python"))
+    assert "--model-repository=/models/model_repository" in c["args"]
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp", "/dev/shm", "/models"}
+    assert env_by_name(c)["PYTHONPATH"]["value"] == "/models/python"
+
+
+def test_bad_repository_settings_fail():
+    assert "must start with s3:// or gs://" in render_fails("--set", "modelRepository.objectStorage.path=http://x/repo")
+    assert "modelRepository.source must be objectStorage or pvc" in render_fails("--set", "modelRepository.source=nfs")
+
+
+# --- Deployment, Service and guard rails -------------------------------------------------------
+
+def test_deployment_args(default_docs):
+    args = container(default_docs)["args"]
+    assert args[0] == "tritonserver"
+    for flag in ("--model-control-mode=none", "--exit-timeout-secs=30", "--http-port=8000", "--grpc-port=8001",
+                 "--metrics-port=8002", "--allow-metrics=true", "--strict-readiness=true",
+                 "--model-repository=s3://my-model-bucket/t5-qa/model_repository"):
+        assert flag in args, flag
+
+
+def test_extra_args_and_env_and_exit_timeout_from_values():
+    c = container(render("--set", "server.extraArgs[0]=--log-verbose=1", "--set", "server.exitTimeoutSeconds=10",
+                         "--set", "server.extraEnv[0].name=PYTHONPATH", "--set", "server.extraEnv[0].value=/models/deps"))
+    assert c["args"][-1] == "--log-verbose=1"
+    assert "--exit-timeout-secs=10" in c["args"]
+    assert env_by_name(c)["PYTHONPATH"] == {"name": "PYTHONPATH", "value": "/models/deps"}
+
+
+def test_pod_hardening_probes_and_shutdown(default_docs):
+    pod = find(default_docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "8Gi"}
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp", "/dev/shm"}
+    for probe, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
+                        ("livenessProbe", "/v2/health/live")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "http"}
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 600
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+    assert pod["terminationGracePeriodSeconds"] > 15 + 30
+    assert c["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert c["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_gpu_pool_scheduling(gpu_docs):
+    pod = find(gpu_docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/t5-qa/tritonserver:24.10-py3-t5qa.1"
+    assert env_by_name(pod["containers"][0])["PYTHONPATH"]["value"] == "/opt/t5-qa"
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert {"key": "dedicated", "operator": "Equal", "value": "inference", "effect": "NoSchedule"} in pod["tolerations"]
+    assert "nodeAffinity" in pod["affinity"] and "podAntiAffinity" in pod["affinity"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+def test_service_ports(default_docs):
+    ports = {p["port"]: p for p in find(default_docs, "Service")["spec"]["ports"]}
+    assert ports[8001]["appProtocol"] == "grpc" and ports[8001]["name"] == "grpc"
+    assert ports[8000]["name"] == "http" and ports[8002]["name"] == "metrics"
+    container_ports = {p["name"] for p in container(default_docs)["ports"]}
+    assert {p["targetPort"] for p in ports.values()} == container_ports
+
+
+def test_termination_grace_must_exceed_prestop_plus_exit_timeout():
+    err = render_fails("--set", "terminationGracePeriodSeconds=45")
+    assert "terminationGracePeriodSeconds (45) must be greater than preStopSleepSeconds (15) + server.exitTimeoutSeconds (30)" in err
+    render_fails("--set", "preStopSleepSeconds=40")  # 40 + 30 >= 60
+    # strictly greater is enough
+    assert find(render("--set", "terminationGracePeriodSeconds=46"), "Deployment")
+
+
+def test_other_guard_rails():
+    assert "must not exceed autoscaling.maxReplicas" in render_fails(
+        "--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=2")
+    assert "exactly one of minAvailable and maxUnavailable" in render_fails("--set", "podDisruptionBudget.minAvailable=1")
+    assert "existingSecret is required" in render_fails("--set", "server.restrictedApi.existingSecret=")
+
+
+def test_pdb(default_docs, gpu_docs):
+    assert find(default_docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    pdb = find(gpu_docs, "PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] == 1 and "maxUnavailable" not in pdb
+
+
+def test_network_policy(gpu_docs):
+    ingress = find(gpu_docs, "NetworkPolicy")["spec"]["ingress"]
+    ports = [sorted(p["port"] for p in rule["ports"]) for rule in ingress]
+    assert ports == [["grpc", "http"], ["metrics"]]
+    assert ingress[1]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+# --- monitoring: adapter rules and dashboard ---------------------------------------------------
+
+def test_prometheus_adapter_rule_matches_snippet_and_hpa(gpu_docs, rule_file):
+    cm = find(gpu_docs, "ConfigMap", "t5-qa-prometheus-adapter")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    (config,) = yaml_docs(cm["data"]["config.yaml"])
+    (snippet,) = yaml_docs(path=ADAPTER_VALUES)
+    assert config["rules"] == snippet["rules"]["custom"]
+    (rule,) = config["rules"]
+    series = re.match(r"(\w+)\{", rule["seriesQuery"]).group(1)
+    assert series in recorded_series(rule_file)
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    hpa_metric = find(gpu_docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert rule["name"]["as"] == hpa_metric
+
+
+def test_prometheus_adapter_rule_follows_hpa_metric_name_and_rejects_unknown_series():
+    docs = render("--set", "metrics.prometheusAdapterRules.enabled=true", "--set", "autoscaling.metric.name=t5_queue")
+    (config,) = yaml_docs(find(docs, "ConfigMap")["data"]["config.yaml"])
+    assert config["rules"][0]["name"]["as"] == "t5_queue"
+    err = render_fails("--set", "metrics.prometheusAdapterRules.enabled=true",
+                       "--set", "metrics.prometheusAdapterRules.seriesName=not_recorded")
+    assert '"not_recorded" is not recorded by files/rules.yaml' in err
+
+
+def test_grafana_dashboard(gpu_docs):
+    dashboard = json.loads(DASHBOARD.read_text())
+    cm = find(gpu_docs, "ConfigMap", "t5-qa-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert json.loads(cm["data"]["t5-qa-dashboard.json"]) == dashboard
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in panels}
+    required = {
+        "Request rate": "nv_inference_request_success",
+        "Queue time per request (HPA metric)": "avg_time_queue_us",
+        "Compute time per request": "nv_inference_compute_infer_duration_us",
+        "GPU utilization": "nv_gpu_utilization",
+        "p95 request latency": 'quantile="0.95"',
+        "Replicas": "kube_deployment_status_replicas_available",
+    }
+    for title, metric in required.items():
+        assert metric in exprs[title], title
+    # the p95 panel reads the summary metric that the default args turn on
+    assert "nv_inference_request_summary_us" in exprs["p95 request latency"]
+
+
+def test_summary_latencies_flag_follows_values(default_docs):
+    assert "--metrics-config=summary_latencies=true" in container(default_docs)["args"]
+    args = container(render("--set", "server.metrics.summaryLatencies=false"))["args"]
+    assert not [a for a in args if a.startswith("--metrics-config")]

@@ -1,0 +1,89 @@
+"""Token-for-token parity of the served ensemble with `transformers` greedy `generate`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client.prompt import EOS_ID, PAD_ID
+from tests.conftest import hf_generate
+from tests.inputs import parity_pairs
+
+PAIRS = parity_pairs()
+LIMITS = [None, 64, 1, 7, 32]  # None: the server's default of 32
+
+
+def limit_for(index: int) -> int | None:
+    return LIMITS[index % len(LIMITS)]
+
+
+def assert_same_tokens(ours: np.ndarray, length: int, reference: np.ndarray) -> None:
+    """`ours[:length]` equals the reference and the reference has nothing after it."""
+    assert length >= 1
+    np.testing.assert_array_equal(ours[:length], reference[:length])
+    assert not reference[length:].any(), f"reference continues after {length} tokens: {reference}"
+    assert not ours[length:].any(), "padding after the generated tokens must be <pad>"
+
+
+def test_constructed_model_stops_early_and_runs_to_the_limit(hf_model, prompts):
+    """The premise of the parity tests: some answers end with </s>, others hit the limit."""
+    ids, mask = prompts.encode_batch(PAIRS)
+    rows = hf_generate(hf_model, ids, mask, 32)
+    stops = [EOS_ID in row for row in rows.tolist()]
+    assert 10 <= sum(stops) <= len(PAIRS) - 10
+
+
+@pytest.mark.parametrize("index", range(len(PAIRS)))
+def test_single_request_parity(index, client, hf_model, prompts):
+    ids = np.array([prompts.encode(*PAIRS[index])], dtype=np.int64)
+    mask = np.ones_like(ids)
+    limit = limit_for(index)
+    reference = hf_generate(hf_model, ids, mask, limit or 32)[0]
+    ours, lengths = client.generate(ids, mask, limit)
+    assert_same_tokens(ours[0], int(lengths[0, 0]), reference)
+    ended_early = reference[int(lengths[0, 0]) - 1] == EOS_ID
+    assert ended_early or lengths[0, 0] == (limit or 32)
+
+
+@pytest.mark.parametrize("start", range(0, len(PAIRS), 8))
+def test_mixed_length_batch_parity(start, client, hf_model, prompts):
+    """A padded batch of different lengths, as the client sends it, in one request."""
+    ids, mask = prompts.encode_batch(PAIRS[start: start + 8])
+    assert len(set(mask.sum(axis=1))) > 1 or len(ids) == 1
+    limit = [None, 64, 16][start // 8 % 3]
+    reference = hf_generate(hf_model, ids, mask, limit or 32)
+    ours, lengths = client.generate(ids, mask, limit)
+    assert ours.shape[1] == lengths.max()
+    for row in range(len(ids)):
+        assert_same_tokens(ours[row], int(lengths[row, 0]), reference[row])
+
+
+def test_batch_reports_early_stops_and_limits(client, prompts, hf_model):
+    ids, mask = prompts.encode_batch(PAIRS[:8])
+    ours, lengths = client.generate(ids, mask, 64)
+    last = ours[np.arange(len(ids)), lengths[:, 0] - 1]
+    assert ((last == EOS_ID) | (lengths[:, 0] == 64)).all()
+    assert (last == EOS_ID).any() and (lengths[:, 0] == 64).any(), "need both kinds of row in one batch"
+    assert (ours[lengths[:, 0][:, None] <= np.arange(ours.shape[1])] == PAD_ID).all()
+
+
+@pytest.mark.parametrize("index", [0, 3, 17, 50, 52])
+def test_answer_text_equals_decoded_reference(index, client, hf_model, prompts):
+    question, context = PAIRS[index]
+    ids = np.array([prompts.encode(question, context)])
+    reference = hf_generate(hf_model, ids, np.ones_like(ids), 32)[0]
+    expected = prompts.tokenizer.decode(reference.tolist(), skip_special_tokens=True).strip()
+    result = client.answer(question, context)
+    assert result.text == expected
+    assert result.no_answer == (expected == "")
+    assert list(result.token_ids) == [t for t in reference.tolist()][: len(result.token_ids)]
+
+
+def test_batch_api_splits_into_server_batches(client, prompts, hf_model):
+    """19 questions with max_batch_size 8: three calls, answers in order."""
+    pairs = PAIRS[:19]
+    answers = client.answer_batch(pairs, max_new_tokens=8)
+    assert len(answers) == 19
+    for (question, context), result in zip(pairs, answers):
+        ids = np.array([prompts.encode(question, context)])
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), 8)[0]
+        assert list(result.token_ids) == reference[: len(result.token_ids)].tolist()

@@ -1,0 +1,90 @@
+"""The generated model repository: configs parse with Triton's schema, the ensemble's steps
+connect, tensor names match the ONNX graphs, and the served config says what it serves."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from serving.repository import TARGETS, build_configs
+
+MODELS = ["t5_encoder", "t5_decoder", "t5_greedy", "t5_qa"]
+
+
+def parse(path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def manifest(repository) -> dict:
+    return json.loads((repository / "export_manifest.json").read_text())
+
+
+def test_every_config_parses_with_the_triton_schema(repository):
+    for name in MODELS:
+        config = parse(repository / name / "config.pbtxt")
+        assert config.name == name
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_ensemble_steps_connect(manifest, target):
+    """Every step input is an ensemble input or an earlier step's output, with the same
+    dtype and (batch-less) dims; every ensemble output is produced."""
+    configs = build_configs(manifest, TARGETS[target])
+    qa = configs["t5_qa"]
+    available = {t.name: (t.data_type, list(t.dims)) for t in qa.input}
+    for step in qa.ensemble_scheduling.step:
+        model = configs[step.model_name]
+        inputs = {t.name: t for t in model.input}
+        assert set(step.input_map) == set(inputs), f"{step.model_name} inputs not all mapped"
+        for model_input, tensor in step.input_map.items():
+            assert tensor in available, f"{tensor} used by {step.model_name} before it is produced"
+            dtype, dims = available[tensor]
+            assert dtype == inputs[model_input].data_type
+            assert dims == list(inputs[model_input].dims)
+        outputs = {t.name: t for t in model.output}
+        for model_output, tensor in step.output_map.items():
+            available[tensor] = (outputs[model_output].data_type, list(outputs[model_output].dims))
+    for output in qa.output:
+        assert available[output.name] == (output.data_type, list(output.dims))
+
+
+def test_tensor_names_match_the_onnx_graphs(repository):
+    for name in ("t5_encoder", "t5_decoder"):
+        graph = onnx.load(str(repository / name / "1" / "model.onnx"), load_external_data=False).graph
+        config = parse(repository / name / "config.pbtxt")
+        assert [t.name for t in config.input] == [i.name for i in graph.input]
+        assert [t.name for t in config.output] == [o.name for o in graph.output]
+
+
+def test_greedy_knows_the_decoders_cache_inputs(repository):
+    decoder = parse(repository / "t5_decoder" / "config.pbtxt")
+    greedy = parse(repository / "t5_greedy" / "config.pbtxt")
+    signature = json.loads(greedy.parameters["decoder_signature"].string_value)
+    past = [t for t in decoder.input if t.name.startswith("past_key_values.")]
+    assert signature["past_names"] == [t.name for t in past]
+    assert [signature["num_heads"], signature["head_dim"]] == [past[0].dims[1], past[0].dims[3]]
+
+
+def test_served_config_names_the_demo_model(client, repository, manifest):
+    assert manifest["demo"] is True
+    assert client.demo_model is True
+    params = client.model_config["parameters"]
+    assert params["model_source"]["string_value"] == manifest["model"]
+    assert params["target"]["string_value"] == "cpu"
+
+
+def test_client_warns_on_every_demo_answer(client, caplog):
+    with caplog.at_level("WARNING", logger="client"):
+        answers = client.answer_batch([("Who?", "Bob."), ("What?", "A thing.")], max_new_tokens=2)
+    assert all(a.demo_model for a in answers)
+    assert sum("DEMO model" in r.message for r in caplog.records) == len(answers)
+
+
+def test_models_are_ready(client, server):
+    import tritonclient.grpc as grpc
+    with grpc.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}") as raw:
+        assert all(raw.is_model_ready(name) for name in MODELS)

@@ -1,0 +1,52 @@
+"""`make serve`'s program end to end: demo fallback with a banner, readiness, a demo answer,
+the client CLI against it, and a clean shutdown on SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO_ROOT, copy_model_code, free_ports
+
+
+def test_serve_falls_back_to_demo_answers_and_stops_cleanly(tmp_path):
+    repository = copy_model_code(tmp_path)
+    http, grpc, metrics = free_ports(3)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "serving.serve", "--model", "no-such-org/no-such-model", "--demo-fallback", "tiny",
+         "--repository", str(repository), "--http-port", str(http), "--grpc-port", str(grpc),
+         "--metrics-port", str(metrics), "--exit-timeout", "5"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = serve.stdout.readline()
+            assert line or serve.poll() is None, f"serve exited: {serve.stderr.read()[-3000:]}"
+            lines.append(line)
+            if line.startswith("Ask:"):
+                break
+        output = "".join(lines)
+        assert f"Ready. gRPC localhost:{grpc}" in output
+        assert "\nA: " in output and "demo model" in output
+
+        ask = subprocess.run(
+            [sys.executable, "-m", "client", "ask", "--question", "Who wrote it?", "--context", "Melville wrote it.",
+             "--url", f"127.0.0.1:{grpc}", "--max-new-tokens", "4"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert ask.returncode == 0, ask.stderr
+        assert ask.stdout.strip()
+        assert "DEMO model" in ask.stderr
+        empty = subprocess.run([sys.executable, "-m", "client", "ask", "--question", "", "--context", "x",
+                                "--url", f"127.0.0.1:{grpc}"], cwd=REPO_ROOT, env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert empty.returncode == 2 and "question is empty" in empty.stderr
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=120)
+    assert serve.returncode == 0, err[-3000:]
+    assert "tritonserver stopped (exit code 0)" in out
+    assert "SERVING A DEMO MODEL" in err and "no-such-org/no-such-model" in err
