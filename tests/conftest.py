@@ -91,19 +91,26 @@ def copy_model_code(root: Path) -> Path:
                                                          "__pycache__"))
 
 
-def build_repository(checkpoint: Path, root: Path) -> Path:
-    """Export with the project's code into a fresh copy of the repository's model code."""
+def build_repository(checkpoint: Path, root: Path, workdir: Path | None = None,
+                     decoder_mode: str | None = None) -> Path:
+    """Export with the project's code (reusing `workdir`'s export if there is one) into a
+    fresh copy of the repository's model code."""
     repository = copy_model_code(root)
-    workdir = root / "onnx"
+    workdir = workdir or root / "onnx"
     export_model(str(checkpoint), workdir)
     install(workdir, repository)
-    write_repository(repository, "cpu")
+    write_repository(repository, "cpu", decoder_mode)
     return repository
 
 
 @pytest.fixture(scope="session")
-def repository(tmp_path_factory, checkpoint) -> Path:
-    return build_repository(checkpoint, tmp_path_factory.mktemp("serving"))
+def export_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory, checkpoint, export_dir) -> Path:
+    return build_repository(checkpoint, tmp_path_factory.mktemp("serving"), export_dir)
 
 
 def start_server(repository: Path, log_file: Path) -> TritonServer:
@@ -130,3 +137,13 @@ def server(repository, tmp_path_factory):
 def client(server, prompts):
     with QAClient(f"127.0.0.1:{server.ports.grpc}", tokenizer=prompts.tokenizer) as qa:
         yield qa
+
+
+@pytest.fixture(scope="session")
+def bls_client(tmp_path_factory, checkpoint, export_dir, prompts):
+    """The same model served with `t5_greedy` calling `t5_decoder` through BLS (GPU targets' path)."""
+    root = tmp_path_factory.mktemp("serving-bls")
+    server = start_server(build_repository(checkpoint, root, export_dir, "bls"), root / "tritonserver.log")
+    with QAClient(f"127.0.0.1:{server.ports.grpc}", tokenizer=prompts.tokenizer) as qa:
+        yield qa
+    server.stop()

@@ -66,6 +66,19 @@ def test_batch_reports_early_stops_and_limits(client, prompts, hf_model):
     assert (ours[lengths[:, 0][:, None] <= np.arange(ours.shape[1])] == PAD_ID).all()
 
 
+@pytest.mark.parametrize("start", [0, 24, 48])
+def test_bls_decoder_mode_parity(start, bls_client, hf_model, prompts):
+    """The decode loop calling `t5_decoder` through BLS gives the same tokens."""
+    ids, mask = prompts.encode_batch(PAIRS[start: start + 8])
+    reference = hf_generate(hf_model, ids, mask, 32)
+    ours, lengths = bls_client.generate(ids, mask)
+    for row in range(len(ids)):
+        assert_same_tokens(ours[row], int(lengths[row, 0]), reference[row])
+    single = np.array([prompts.encode(*PAIRS[start + 1])])
+    ours, lengths = bls_client.generate(single, np.ones_like(single), 64)
+    assert_same_tokens(ours[0], int(lengths[0, 0]), hf_generate(hf_model, single, np.ones_like(single), 64)[0])
+
+
 @pytest.mark.parametrize("index", [0, 3, 17, 50, 52])
 def test_answer_text_equals_decoded_reference(index, client, hf_model, prompts):
     question, context = PAIRS[index]

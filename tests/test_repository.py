@@ -84,6 +84,36 @@ def test_client_warns_on_every_demo_answer(client, caplog):
     assert sum("DEMO model" in r.message for r in caplog.records) == len(answers)
 
 
+def test_decoder_model_answers_a_direct_step(server, repository, prompts):
+    """`t5_decoder` is served on the cpu target too (its session opens on first use): a
+    first step through it gives the logits of the in-process graph."""
+    import numpy as np
+    import tritonclient.grpc as grpc
+
+    from serving.greedy import DecoderSignature
+    from serving.onnx_runtime import OrtSeq2Seq
+
+    local = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
+    ids = np.array([prompts.encode("Who?", "Bob went home.")])
+    mask = np.ones_like(ids)
+    states = local.encode(ids, mask)
+    expected, _ = local.step(np.zeros((1, 1), np.int64), states, mask, None)
+    signature = DecoderSignature.from_inputs({i.name: i.shape for i in local.decoder.get_inputs()})
+    empty = np.zeros((1, signature.num_heads, 0, signature.head_dim), np.float32)
+    feed = {"input_ids": np.zeros((1, 1), np.int64), "encoder_hidden_states": states,
+            "encoder_attention_mask": mask, "use_cache_branch": np.array([False]),
+            **{name: empty for name in signature.past_names}}
+    inputs = []
+    for name, value in feed.items():
+        datatype = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(bool): "BOOL"}[value.dtype]
+        tensor = grpc.InferInput(name, list(value.shape), datatype)
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    with grpc.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}") as raw:
+        result = raw.infer("t5_decoder", inputs, outputs=[grpc.InferRequestedOutput("logits")])
+    np.testing.assert_allclose(result.as_numpy("logits")[:, -1, :], expected, atol=1e-5)
+
+
 def test_models_are_ready(client, server):
     import tritonclient.grpc as grpc
     with grpc.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}") as raw:

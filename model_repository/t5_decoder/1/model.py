@@ -1,6 +1,9 @@
 """Triton Python model `t5_decoder` (cpu target): one step of Optimum's merged T5 decoder
 graph on ONNX Runtime. Returns only the outputs the caller asks for, so later steps do not
-send the unchanged cross-attention keys and values back."""
+send the unchanged cross-attention keys and values back.
+
+With `load_session: lazy` (the cpu target, where `t5_greedy` runs this graph in its own
+process) the session opens on the first request, so the weights are not held twice."""
 from __future__ import annotations
 
 from serving.onnx_runtime import open_session, run_graph
@@ -9,11 +12,20 @@ from serving.triton_utils import error_response, input_array, model_file, parame
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.session = open_session(model_file(args), int(parameters(args)["intra_op_threads"]))
+        params = parameters(args)
+        self.path, self.threads = model_file(args), int(params["intra_op_threads"])
+        self.session = None
+        if params.get("load_session") != "lazy":
+            self.open()
+
+    def open(self) -> None:
+        self.session = open_session(self.path, self.threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def execute(self, requests: list) -> list:
+        if self.session is None:
+            self.open()
         responses = []
         for request in requests:
             feed = {name: input_array(request, name) for name in self.input_names}

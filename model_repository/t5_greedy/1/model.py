@@ -1,18 +1,24 @@
 """Triton Python model `t5_greedy`: the greedy decode loop.
 
-Takes the encoder's hidden states, calls `t5_decoder` once per step through BLS with the
+Takes the encoder's hidden states, runs the `t5_decoder` graph once per step with the
 key/value cache of the previous steps (no step recomputes earlier tokens), and returns each
 row's new tokens (`</s>` included when emitted) and their count. Requests that wait together
 decode as one batch; finished rows leave the batch at once.
+
+`decoder_mode` (set per target by `serving.repository`) says where the step runs:
+`in_process` opens `t5_decoder`'s graph here (cpu: no copy of the cache between processes),
+`bls` calls the `t5_decoder` model through BLS (GPU targets).
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from serving.greedy import CachedDecoder, DecoderSignature, Tensors, greedy_generate
+from serving.onnx_runtime import open_session, run_graph
 from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
 
 
@@ -23,10 +29,15 @@ class TritonPythonModel:
         self.default_new_tokens = int(params["default_new_tokens"])
         self.cap = int(params["max_new_tokens_cap"])
         signature = json.loads(params["decoder_signature"])
-        self.step = CachedDecoder(self.run_decoder, DecoderSignature(
+        run = self.run_decoder_bls
+        if params["decoder_mode"] == "in_process":
+            graph = Path(args["model_repository"]).parent / params["decoder_graph"]
+            session = open_session(str(graph), int(params["intra_op_threads"]))
+            run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
+        self.step = CachedDecoder(run, DecoderSignature(
             tuple(signature["past_names"]), int(signature["num_heads"]), int(signature["head_dim"])))
 
-    def run_decoder(self, feed: Tensors, outputs: list[str]) -> Tensors:
+    def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
         request = pb_utils.InferenceRequest(
             model_name=self.decoder_model, requested_output_names=outputs,
             inputs=[pb_utils.Tensor(name, value) for name, value in feed.items()])

@@ -1,0 +1,1 @@
+"""Measurements (not tests): latency of one question through each path."""

@@ -1,0 +1,103 @@
+"""Latency of one question (~180 prompt tokens, 16 new tokens) through three paths, measured
+in one run, interleaved: `transformers` `generate` in-process, the same ONNX graphs with our
+decode loop in-process (ONNX Runtime), and the served `t5_qa` ensemble over gRPC. Also the
+server's resident memory (tritonserver plus its Python stubs).
+
+  make serve &                    # or any running server over the same checkpoint
+  python -m bench.latency --checkpoint build/models/demo-base --repository model_repository
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import T5ForConditionalGeneration
+
+from client import QAClient
+from client.prompt import PromptEncoder, load_tokenizer
+from serving.greedy import greedy_generate
+from serving.onnx_runtime import OrtSeq2Seq
+from tests.inputs import squad_pairs
+
+
+def pick_question(prompts: PromptEncoder, tokens: int) -> tuple[str, str]:
+    pairs = squad_pairs(400, stride=7)
+    return min(pairs, key=lambda p: abs(len(prompts.encode(*p)) - tokens))
+
+
+def server_rss_mb() -> float:
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"tritonserver" in cmdline or b"triton_python_backend_stub" in cmdline:
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="build/models/demo-base", help="checkpoint the server was exported from")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="its exported graphs")
+    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--prompt-tokens", type=int, default=180)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    args = parser.parse_args()
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    prompts = PromptEncoder(load_tokenizer())
+    question, context = pick_question(prompts, args.prompt_tokens)
+    ids = np.array([prompts.encode(question, context)], dtype=np.int64)
+    mask = np.ones_like(ids)
+    model = T5ForConditionalGeneration.from_pretrained(args.checkpoint).eval()
+    ort = OrtSeq2Seq(str(args.repository / "t5_encoder/1/model.onnx"), str(args.repository / "t5_decoder/1/model.onnx"))
+    client = QAClient(args.url, tokenizer=prompts.tokenizer)
+
+    def run_hf() -> np.ndarray:
+        with torch.inference_mode():
+            return model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                                  max_new_tokens=args.new_tokens, do_sample=False, num_beams=1)[0, 1:].numpy()
+
+    def run_ort() -> np.ndarray:
+        result = greedy_generate(ort.step, ort.encode(ids, mask), mask, np.array([args.new_tokens]))
+        return result.tokens[0]
+
+    def run_triton() -> np.ndarray:
+        out, lengths = client.generate(ids, mask, args.new_tokens)
+        return out[0, : lengths[0, 0]]
+
+    paths = {"transformers generate (in-process)": run_hf, "ONNX Runtime + our loop (in-process)": run_ort,
+             "Triton t5_qa over gRPC": run_triton}
+    outputs = {name: fn() for name, fn in paths.items()}  # warm-up, and the tokens to compare
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(args.runs):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    reference = outputs["transformers generate (in-process)"]
+    base = statistics.median(times["transformers generate (in-process)"])
+    print(f"prompt {ids.shape[1]} tokens, {len(reference)} new tokens, median of {args.runs} runs, "
+          f"{os.cpu_count()} CPUs\n")
+    print("| path | median ms | min ms | vs generate | same tokens |\n|---|---|---|---|---|")
+    for name, values in times.items():
+        same = np.array_equal(outputs[name], reference)
+        print(f"| {name} | {statistics.median(values):.0f} | {min(values):.0f} | "
+              f"{statistics.median(values) / base:.2f}x | {'yes' if same else 'NO'} |")
+    print(f"\nserver resident memory (tritonserver + Python stubs): {server_rss_mb():.0f} MB")
+    print(json.dumps({name: [round(v, 1) for v in values] for name, values in times.items()}))
+
+
+if __name__ == "__main__":
+    main()
