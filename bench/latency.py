@@ -74,7 +74,7 @@ def main() -> None:
         return result.tokens[0]
 
     def run_triton() -> np.ndarray:
-        out, lengths = client.generate(ids, mask, args.new_tokens)
+        out, lengths, _ = client.generate(ids, mask, args.new_tokens)
         return out[0, : lengths[0, 0]]
 
     paths = {"transformers generate (in-process)": run_hf, "ONNX Runtime + our loop (in-process)": run_ort,

@@ -22,6 +22,7 @@ class Answer:
 
     text: str
     token_ids: tuple[int, ...]
+    score: float  # mean log-probability of the generated tokens (</s> included), <= 0
     demo_model: bool
 
     @property
@@ -82,25 +83,27 @@ class QAClient:
         answers: list[Answer] = []
         for start in range(0, len(pairs), chunk):
             input_ids, attention_mask = self.prompts.encode_batch(pairs[start: start + chunk])
-            ids, lengths = self.generate(input_ids, attention_mask, max_new_tokens)
-            for row, length in zip(ids, lengths.reshape(-1)):
+            ids, lengths, scores = self.generate(input_ids, attention_mask, max_new_tokens)
+            for row, length, score in zip(ids, lengths.reshape(-1), scores.reshape(-1)):
                 tokens = tuple(int(t) for t in row[:length])
-                answers.append(Answer(self.prompts.decode(tokens), tokens, self.demo_model))
+                answers.append(Answer(self.prompts.decode(tokens), tokens, float(score), self.demo_model))
         if self.demo_model:
             for _ in answers:
                 log.warning(DEMO_WARNING)
         return answers
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                 max_new_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw call of the ensemble: token ids in, generated ids `[batch, n]` and lengths out."""
+                 max_new_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw call of the ensemble: token ids in; generated ids `[batch, n]`, their lengths
+        `[batch, 1]` and mean log-probabilities `[batch, 1]` out."""
         inputs = [self._input("input_ids", input_ids), self._input("attention_mask", attention_mask)]
         if max_new_tokens is not None:
             cap = int(self.model_config.get("parameters", {}).get("max_new_tokens_cap", {}).get("string_value", 0))
             if cap and not 1 <= max_new_tokens <= cap:
                 raise InvalidInput(f"max_new_tokens must be between 1 and {cap}, got {max_new_tokens}")
             inputs.append(self._input("max_new_tokens", np.full((len(input_ids), 1), max_new_tokens, np.int32)))
-        outputs = [self._triton.InferRequestedOutput(n) for n in ("output_ids", "output_lengths")]
+        names = ("output_ids", "output_lengths", "output_scores")
+        outputs = [self._triton.InferRequestedOutput(n) for n in names]
         try:
             if self.protocol == "grpc":
                 result = self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
@@ -108,7 +111,7 @@ class QAClient:
                 result = self._client.infer(self.model, inputs, outputs=outputs, timeout=int(self.timeout_s * 1e6))
         except self._triton_error() as error:
             raise ServerError(error.message(), error.status()) from error
-        return result.as_numpy("output_ids"), result.as_numpy("output_lengths")
+        return tuple(result.as_numpy(n) for n in names)
 
     def _input(self, name: str, value: np.ndarray):
         tensor = self._triton.InferInput(name, list(value.shape), "INT32" if value.dtype == np.int32 else "INT64")

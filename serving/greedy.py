@@ -88,7 +88,16 @@ class Generation:
 
     tokens: np.ndarray  # int64 [batch, longest], PAD_ID after each row's end
     lengths: np.ndarray  # int32 [batch]
+    scores: np.ndarray  # float32 [batch]: mean log-probability of the row's tokens
     steps: int  # decoder calls made
+
+
+def chosen_log_probs(logits: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[chosen] per row, computed stably in float64."""
+    logits = logits.astype(np.float64, copy=False)
+    top = logits.max(axis=-1)
+    log_norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=-1))
+    return logits[np.arange(len(chosen)), chosen] - log_norm
 
 
 def greedy_generate(
@@ -104,6 +113,7 @@ def greedy_generate(
     limits = np.asarray(max_new_tokens, dtype=np.int64).reshape(batch)
     tokens = np.full((batch, int(limits.max())), PAD_ID, dtype=np.int64)
     lengths = np.zeros(batch, dtype=np.int32)
+    log_prob_sums = np.zeros(batch, dtype=np.float64)
     rows = np.arange(batch)  # original row of each running sequence
     states, mask = encoder_hidden_states, encoder_attention_mask
     next_ids = np.full((batch, 1), DECODER_START_ID, dtype=np.int64)
@@ -113,6 +123,7 @@ def greedy_generate(
         logits, past = step(next_ids, states, mask, past)
         steps += 1
         chosen = logits.argmax(axis=-1)
+        log_prob_sums[rows] += chosen_log_probs(logits, chosen)
         tokens[rows, lengths[rows]] = chosen
         lengths[rows] += 1
         running = (chosen != EOS_ID) & (lengths[rows] < limits[rows])
@@ -121,4 +132,5 @@ def greedy_generate(
             states, mask = states[running], mask[running]
             past = {name: value[running] for name, value in past.items()}
         next_ids = chosen[:, None].astype(np.int64)
-    return Generation(tokens[:, : int(lengths.max(initial=0))], lengths, steps)
+    scores = (log_prob_sums / np.maximum(lengths, 1)).astype(np.float32)
+    return Generation(tokens[:, : int(lengths.max(initial=0))], lengths, scores, steps)

@@ -76,6 +76,14 @@ def _graph_tensors(cls, signature: dict, batched: bool) -> list:
             for name, (dtype, dims) in signature.items()]
 
 
+def generation_outputs() -> list:
+    """What the decode loop returns, and the ensemble with it: per row the new token ids
+    (`</s>` included when emitted, then padding), their count, their mean log-probability."""
+    return [_tensor(mc.ModelOutput, "output_ids", mc.TYPE_INT64, [-1]),
+            _tensor(mc.ModelOutput, "output_lengths", mc.TYPE_INT32, [1]),
+            _tensor(mc.ModelOutput, "output_scores", mc.TYPE_FP32, [1])]
+
+
 def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     """All four models' configs for `target`, from the export manifest."""
     encoder_sig = manifest["graphs"]["t5_encoder"]
@@ -107,10 +115,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelInput, "max_new_tokens", mc.TYPE_INT32, [1], optional=True),
     ])
-    greedy.output.extend([
-        _tensor(mc.ModelOutput, "output_ids", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelOutput, "output_lengths", mc.TYPE_INT32, [1]),
-    ])
+    greedy.output.extend(generation_outputs())
     greedy.dynamic_batching.max_queue_delay_microseconds = 0
     greedy.instance_group.add(count=target.greedy_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     _params(greedy, decoder_mode=target.decoder_mode, decoder_model="t5_decoder",
@@ -124,10 +129,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelInput, "max_new_tokens", mc.TYPE_INT32, [1], optional=True),
     ])
-    qa.output.extend([
-        _tensor(mc.ModelOutput, "output_ids", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelOutput, "output_lengths", mc.TYPE_INT32, [1]),
-    ])
+    qa.output.extend(generation_outputs())
     qa.ensemble_scheduling.step.add(
         model_name="t5_encoder", model_version=-1,
         input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
@@ -136,7 +138,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         model_name="t5_greedy", model_version=-1,
         input_map={"encoder_hidden_states": "encoder_hidden_states", "attention_mask": "attention_mask",
                    "max_new_tokens": "max_new_tokens"},
-        output_map={"output_ids": "output_ids", "output_lengths": "output_lengths"})
+        output_map={t.name: t.name for t in generation_outputs()})
     _params(qa, model_source=manifest["model"], demo_model=str(bool(manifest["demo"])).lower(),
             target=target.name, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
             max_input_tokens=MAX_INPUT_TOKENS)

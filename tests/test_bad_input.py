@@ -123,7 +123,7 @@ def test_server_still_answers_correctly_after_bad_input(raw, client, good, hf_mo
     for bad in ([tensor("input_ids", ids), tensor("attention_mask", mask[:, :-1])],
                 [tensor("input_ids", np.zeros((1, 0), np.int64)), tensor("attention_mask", np.zeros((1, 0), np.int64))]):
         refused(raw, bad)
-    ours, lengths = client.generate(ids, mask, 16)
+    ours, lengths, _ = client.generate(ids, mask, 16)
     reference = hf_generate(hf_model, ids, mask, 16)[0]
     np.testing.assert_array_equal(ours[0, : lengths[0, 0]], reference[: lengths[0, 0]])
     assert raw.is_server_live() and raw.is_server_ready() and raw.is_model_ready("t5_qa")

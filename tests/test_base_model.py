@@ -30,12 +30,12 @@ def test_t5_base_parity(base, prompts):
         for question, context in pairs:  # single requests
             ids = np.array([prompts.encode(question, context)])
             reference = hf_generate(model, ids, np.ones_like(ids), 16)[0]
-            ours, lengths = client.generate(ids, np.ones_like(ids), 16)
+            ours, lengths, _ = client.generate(ids, np.ones_like(ids), 16)
             np.testing.assert_array_equal(ours[0, : lengths[0, 0]], reference[: lengths[0, 0]])
             assert not reference[lengths[0, 0]:].any()
         ids, mask = prompts.encode_batch(pairs[:4])  # one mixed-length batch
         reference = hf_generate(model, ids, mask, 16)
-        ours, lengths = client.generate(ids, mask, 16)
+        ours, lengths, _ = client.generate(ids, mask, 16)
         for row in range(4):
             np.testing.assert_array_equal(ours[row, : lengths[row, 0]], reference[row, : lengths[row, 0]])
             assert not reference[row, lengths[row, 0]:].any()

@@ -38,7 +38,7 @@ def test_single_request_parity(index, client, hf_model, prompts):
     mask = np.ones_like(ids)
     limit = limit_for(index)
     reference = hf_generate(hf_model, ids, mask, limit or 32)[0]
-    ours, lengths = client.generate(ids, mask, limit)
+    ours, lengths, _ = client.generate(ids, mask, limit)
     assert_same_tokens(ours[0], int(lengths[0, 0]), reference)
     ended_early = reference[int(lengths[0, 0]) - 1] == EOS_ID
     assert ended_early or lengths[0, 0] == (limit or 32)
@@ -51,7 +51,7 @@ def test_mixed_length_batch_parity(start, client, hf_model, prompts):
     assert len(set(mask.sum(axis=1))) > 1 or len(ids) == 1
     limit = [None, 64, 16][start // 8 % 3]
     reference = hf_generate(hf_model, ids, mask, limit or 32)
-    ours, lengths = client.generate(ids, mask, limit)
+    ours, lengths, _ = client.generate(ids, mask, limit)
     assert ours.shape[1] == lengths.max()
     for row in range(len(ids)):
         assert_same_tokens(ours[row], int(lengths[row, 0]), reference[row])
@@ -59,7 +59,7 @@ def test_mixed_length_batch_parity(start, client, hf_model, prompts):
 
 def test_batch_reports_early_stops_and_limits(client, prompts, hf_model):
     ids, mask = prompts.encode_batch(PAIRS[:8])
-    ours, lengths = client.generate(ids, mask, 64)
+    ours, lengths, _ = client.generate(ids, mask, 64)
     last = ours[np.arange(len(ids)), lengths[:, 0] - 1]
     assert ((last == EOS_ID) | (lengths[:, 0] == 64)).all()
     assert (last == EOS_ID).any() and (lengths[:, 0] == 64).any(), "need both kinds of row in one batch"
@@ -71,11 +71,11 @@ def test_bls_decoder_mode_parity(start, bls_client, hf_model, prompts):
     """The decode loop calling `t5_decoder` through BLS gives the same tokens."""
     ids, mask = prompts.encode_batch(PAIRS[start: start + 8])
     reference = hf_generate(hf_model, ids, mask, 32)
-    ours, lengths = bls_client.generate(ids, mask)
+    ours, lengths, _ = bls_client.generate(ids, mask)
     for row in range(len(ids)):
         assert_same_tokens(ours[row], int(lengths[row, 0]), reference[row])
     single = np.array([prompts.encode(*PAIRS[start + 1])])
-    ours, lengths = bls_client.generate(single, np.ones_like(single), 64)
+    ours, lengths, _ = bls_client.generate(single, np.ones_like(single), 64)
     assert_same_tokens(ours[0], int(lengths[0, 0]), hf_generate(hf_model, single, np.ones_like(single), 64)[0])
 
 
@@ -100,3 +100,20 @@ def test_batch_api_splits_into_server_batches(client, prompts, hf_model):
         ids = np.array([prompts.encode(question, context)])
         reference = hf_generate(hf_model, ids, np.ones_like(ids), 8)[0]
         assert list(result.token_ids) == reference[: len(result.token_ids)].tolist()
+
+
+def test_scores_are_the_mean_log_probability_of_the_answer(client, hf_model, prompts):
+    """The served score equals transformers' mean log-softmax of the chosen tokens."""
+    import torch
+
+    ids, mask = prompts.encode_batch(PAIRS[:8])
+    with torch.inference_mode():
+        out = hf_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                                max_new_tokens=32, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    log_probs = torch.log_softmax(torch.stack(out.logits, dim=1).double(), dim=-1)  # [batch, steps, vocab]
+    chosen = log_probs.gather(-1, out.sequences[:, 1:, None]).squeeze(-1).numpy()
+    _, lengths, scores = client.generate(ids, mask)
+    for row in range(len(ids)):
+        expected = chosen[row, : lengths[row, 0]].mean()
+        assert scores[row, 0] == pytest.approx(expected, abs=1e-4)
+        assert scores[row, 0] <= 0

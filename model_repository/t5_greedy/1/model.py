@@ -2,7 +2,8 @@
 
 Takes the encoder's hidden states, runs the `t5_decoder` graph once per step with the
 key/value cache of the previous steps (no step recomputes earlier tokens), and returns each
-row's new tokens (`</s>` included when emitted) and their count. Requests that wait together
+row's new tokens (`</s>` included when emitted), their count and their mean log-probability
+(the answer's confidence, from the logits the loop has anyway). Requests that wait together
 decode as one batch; finished rows leave the batch at once.
 
 `decoder_mode` (set per target by `serving.repository`) says where the step runs:
@@ -87,7 +88,9 @@ class TritonPythonModel:
         for i, rows, _, _ in batch:
             lengths = result.lengths[start: start + len(rows)]
             tokens = result.tokens[start: start + len(rows), : int(lengths.max())]
-            responses[i] = response(output_ids=tokens, output_lengths=lengths.reshape(-1, 1))
+            scores = result.scores[start: start + len(rows)]
+            responses[i] = response(output_ids=tokens, output_lengths=lengths.reshape(-1, 1),
+                                    output_scores=scores.reshape(-1, 1))
             start += len(rows)
 
 
