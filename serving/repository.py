@@ -32,6 +32,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from serving.limits import DEFAULT_NEW_TOKENS, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP
+from serving.text_repository import text_configs
 
 MANIFEST = "export_manifest.json"
 DECODER_MODES = ("in_process", "bls")
@@ -142,7 +143,9 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     _params(qa, model_source=manifest["model"], demo_model=str(bool(manifest["demo"])).lower(),
             target=target.name, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
             max_input_tokens=MAX_INPUT_TOKENS)
-    return {c.name: c for c in (encoder, decoder, greedy, qa)}
+    configs = {c.name: c for c in (encoder, decoder, greedy, qa)}
+    configs.update(text_configs(manifest, target, configs))
+    return configs
 
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None) -> dict[str, Path]:
