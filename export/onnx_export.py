@@ -2,7 +2,10 @@
 
 Optimum writes `encoder_model.onnx` and `decoder_model_merged.onnx` (one graph holding the
 first step and the with-past step behind an `If` on `use_cache_branch`, so the decoder's
-weights are loaded once). They become `t5_encoder/1/model.onnx` and `t5_decoder/1/model.onnx`;
+weights are loaded once). Its T5 config is extended with the decoder's `attention_mask`
+(`T5WithDecoderMaskOnnxConfig`), which lets rows that started at different steps share a
+decode step with left-padded caches (see `serving.greedy`). They become
+`t5_encoder/1/model.onnx` and `t5_decoder/1/model.onnx`;
 `export_manifest.json` at the repository root records where they came from and how they
 validated, and the config generator reads it.
 """
@@ -15,6 +18,9 @@ import time
 from pathlib import Path
 
 import onnx
+from optimum.exporters.onnx import main_export
+from optimum.exporters.onnx.base import ConfigBehavior
+from optimum.exporters.onnx.model_configs import T5OnnxConfig
 from transformers import AutoConfig
 
 from export.demo_model import is_demo
@@ -23,6 +29,31 @@ from export.validate import validate_export
 TASK = "text2text-generation-with-past"
 GRAPHS = {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"}
 MANIFEST = "export_manifest.json"
+EXPORTER_VERSION = 2  # bump when the graphs change, so older exports are not reused
+
+
+class T5WithDecoderMaskOnnxConfig(T5OnnxConfig):
+    """Optimum's T5 export plus the decoder's attention mask, as Optimum does for Pix2Struct:
+    `[batch, past + 1]`, exported under the name `attention_mask`."""
+
+    PAD_ATTENTION_MASK_TO_PAST = True
+
+    @property
+    def inputs(self) -> dict[str, dict[int, str]]:
+        common = super().inputs
+        if self._behavior is ConfigBehavior.DECODER:
+            length = ("past_decoder_sequence_length + decoder_sequence_length" if self.use_past_in_inputs
+                      else "decoder_sequence_length")
+            common["decoder_attention_mask"] = {0: "batch_size", 1: length}
+        return common
+
+
+def onnx_configs(config) -> dict[str, T5OnnxConfig]:
+    """Per-graph export configs for `main_export(custom_onnx_configs=...)`."""
+    base = T5WithDecoderMaskOnnxConfig(config, task="text2text-generation", use_past=True, use_past_in_inputs=True)
+    return {"encoder_model": base.with_behavior("encoder"),
+            "decoder_model": base.with_behavior("decoder", use_past=True, use_past_in_inputs=False),
+            "decoder_with_past_model": base.with_behavior("decoder", use_past=True, use_past_in_inputs=True)}
 
 
 def source_key(model: str) -> str:
@@ -55,16 +86,15 @@ def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
     key = source_key(model)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("source_key") == key and all((workdir / f).is_file() for f in GRAPHS.values()):
+        if (manifest.get("source_key") == key and manifest.get("exporter") == EXPORTER_VERSION
+                and all((workdir / f).is_file() for f in GRAPHS.values())):
             return manifest
     config = AutoConfig.from_pretrained(model)  # fails fast, before the slow export, on a bad id
     if config.model_type != "t5":
         raise ValueError(f"{model} is a {config.model_type!r} model; this exporter serves T5 only")
-    from optimum.exporters.onnx import main_export  # heavy import, only when exporting
-
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    main_export(model, workdir, task=TASK, do_validation=False)
+    main_export(model, workdir, task=TASK, custom_onnx_configs=onnx_configs(config), do_validation=False)
     exported = time.monotonic() - started
     for unused in ("decoder_model.onnx", "decoder_with_past_model.onnx"):  # merged graph holds both
         (workdir / unused).unlink(missing_ok=True)
@@ -72,6 +102,7 @@ def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
     manifest = {
         "model": model,
         "source_key": key,
+        "exporter": EXPORTER_VERSION,
         "demo": is_demo(config),
         "vocab_size": config.vocab_size,
         "graphs": {name: graph_signature(workdir / f) for name, f in GRAPHS.items()},

@@ -60,13 +60,14 @@ def validate_export(checkpoint: str, encoder: Path, decoder: Path, atol: float =
     runtime = OrtSeq2Seq(str(encoder), str(decoder))
     step_logits: list[np.ndarray] = []
 
-    def recording_step(ids, states, mask, past):
-        logits, past = runtime.step(ids, states, mask, past)
-        step_logits.append(logits)
-        return logits, past
+    def recording_run(feed, outputs):
+        result = runtime.run_decoder(feed, outputs)
+        step_logits.append(result["logits"][:, -1, :])
+        return result
 
     states = runtime.encode(input_ids, attention_mask)
-    ours = greedy_generate(recording_step, states, attention_mask, np.full(len(input_ids), NEW_TOKENS))
+    ours = greedy_generate(recording_run, runtime.signature, states, attention_mask,
+                           np.full(len(input_ids), NEW_TOKENS))
     diff = _max_logit_diff(ref_logits, step_logits, ours.lengths)
     identical = all(
         np.array_equal(ref_tokens[i, : ours.lengths[i]], ours.tokens[i, : ours.lengths[i]])

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from serving.greedy import CachedDecoder, DecoderSignature, Tensors
+from serving.greedy import DecoderSignature, Tensors
 
 
 def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1) -> ort.InferenceSession:
@@ -36,8 +36,10 @@ class OrtSeq2Seq:
     def __init__(self, encoder_path: str, decoder_path: str, intra_op_threads: int = 0):
         self.encoder = open_session(encoder_path, intra_op_threads)
         self.decoder = open_session(decoder_path, intra_op_threads)
-        signature = DecoderSignature.from_inputs(input_shapes(self.decoder))
-        self.step = CachedDecoder(lambda feed, out: run_graph(self.decoder, feed, out), signature)
+        self.signature = DecoderSignature.from_inputs(input_shapes(self.decoder))
+
+    def run_decoder(self, feed: Tensors, outputs: list[str]) -> Tensors:
+        return run_graph(self.decoder, feed, outputs)
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}

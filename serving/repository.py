@@ -51,11 +51,13 @@ class Target:
     max_batch_size: int
     encoder_instances: int
     greedy_instances: int
+    max_active_rows: int  # rows t5_greedy decodes in one step
+    max_queued_rows: int  # rows waiting to join before new requests get UNAVAILABLE
 
 
 TARGETS = {
     "cpu": Target("cpu", "python", "in_process", mc.ModelInstanceGroup.KIND_CPU, max_batch_size=8,
-                  encoder_instances=1, greedy_instances=1),
+                  encoder_instances=1, greedy_instances=1, max_active_rows=32, max_queued_rows=256),
 }
 
 
@@ -110,6 +112,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
 
     past = [n for n in decoder_sig["inputs"] if n.startswith("past_key_values.")]
     _, past_dims = decoder_sig["inputs"][past[0]]
+    d_model = decoder_sig["inputs"]["encoder_hidden_states"][1][2]
     greedy = mc.ModelConfig(name="t5_greedy", backend="python", max_batch_size=batch)
     greedy.input.extend([
         _tensor(mc.ModelInput, "encoder_hidden_states", mc.TYPE_FP32, hidden_dims),
@@ -122,7 +125,9 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     _params(greedy, decoder_mode=target.decoder_mode, decoder_model="t5_decoder",
             decoder_graph="t5_decoder/1/model.onnx", intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS,
             max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
-            decoder_signature=json.dumps({"past_names": past, "num_heads": past_dims[1], "head_dim": past_dims[3]}))
+            max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows,
+            decoder_signature=json.dumps({"past_names": past, "num_heads": past_dims[1], "head_dim": past_dims[3],
+                                          "d_model": d_model}))
 
     qa = mc.ModelConfig(name="t5_qa", platform="ensemble", max_batch_size=batch)
     qa.input.extend([

@@ -23,9 +23,11 @@ def model_file(args: dict, filename: str = "model.onnx") -> str:
     return f"{args['model_repository']}/{args['model_version']}/{filename}"
 
 
-def error_response(message: str, invalid: bool = True) -> "pb_utils.InferenceResponse":
-    code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+def error_response(message: str, invalid: bool = True, code: str | None = None) -> "pb_utils.InferenceResponse":
+    """An error response; `code` ('UNAVAILABLE', ...) overrides INVALID_ARG/INTERNAL."""
+    if code is None:
+        code = "INVALID_ARG" if invalid else "INTERNAL"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
 
 
 def input_array(request, name: str) -> np.ndarray | None:

@@ -67,6 +67,7 @@ def test_greedy_knows_the_decoders_cache_inputs(repository):
     past = [t for t in decoder.input if t.name.startswith("past_key_values.")]
     assert signature["past_names"] == [t.name for t in past]
     assert [signature["num_heads"], signature["head_dim"]] == [past[0].dims[1], past[0].dims[3]]
+    assert signature["d_model"] == [t for t in decoder.input if t.name == "encoder_hidden_states"][0].dims[2]
 
 
 def test_served_config_names_the_demo_model(client, repository, manifest):
@@ -90,19 +91,18 @@ def test_decoder_model_answers_a_direct_step(server, repository, prompts):
     import numpy as np
     import tritonclient.grpc as grpc
 
-    from serving.greedy import DecoderSignature
     from serving.onnx_runtime import OrtSeq2Seq
 
     local = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
     ids = np.array([prompts.encode("Who?", "Bob went home.")])
     mask = np.ones_like(ids)
     states = local.encode(ids, mask)
-    expected, _ = local.step(np.zeros((1, 1), np.int64), states, mask, None)
-    signature = DecoderSignature.from_inputs({i.name: i.shape for i in local.decoder.get_inputs()})
+    signature = local.signature
     empty = np.zeros((1, signature.num_heads, 0, signature.head_dim), np.float32)
-    feed = {"input_ids": np.zeros((1, 1), np.int64), "encoder_hidden_states": states,
-            "encoder_attention_mask": mask, "use_cache_branch": np.array([False]),
+    feed = {"input_ids": np.zeros((1, 1), np.int64), "attention_mask": np.ones((1, 1), np.int64),
+            "encoder_hidden_states": states, "encoder_attention_mask": mask, "use_cache_branch": np.array([False]),
             **{name: empty for name in signature.past_names}}
+    expected = local.run_decoder(feed, ["logits"])["logits"][:, -1, :]
     inputs = []
     for name, value in feed.items():
         datatype = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(bool): "BOOL"}[value.dtype]

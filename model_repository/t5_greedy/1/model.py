@@ -1,10 +1,12 @@
-"""Triton Python model `t5_greedy`: the greedy decode loop.
+"""Triton Python model `t5_greedy`: the greedy decode loop, batched at the level of steps.
 
-Takes the encoder's hidden states, runs the `t5_decoder` graph once per step with the
-key/value cache of the previous steps (no step recomputes earlier tokens), and returns each
-row's new tokens (`</s>` included when emitted), their count and their mean log-probability
-(the answer's confidence, from the logits the loop has anyway). Requests that wait together
-decode as one batch; finished rows leave the batch at once.
+Takes the encoder's hidden states and hands each row to a scheduler thread
+(`serving.scheduler`) that decodes all running rows together, one `t5_decoder` graph call per
+step with the key/value cache of the earlier steps (no step recomputes earlier tokens). New
+requests join the running batch at the next step; each row leaves as soon as it emits `</s>`
+or reaches its `max_new_tokens`, and each request is answered as soon as its rows are done
+(`execute` returns None; responses go out through the request's response sender). Outputs per
+row: new token ids (`</s>` included when emitted), their count, their mean log-probability.
 
 `decoder_mode` (set per target by `serving.repository`) says where the step runs:
 `in_process` opens `t5_decoder`'s graph here (cpu: no copy of the cache between processes),
@@ -13,14 +15,69 @@ decode as one batch; finished rows leave the batch at once.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.greedy import CachedDecoder, DecoderSignature, Tensors, greedy_generate
+from serving.greedy import DecoderSignature, Sequence, Tensors, collect
 from serving.onnx_runtime import open_session, run_graph
+from serving.scheduler import DecodeScheduler, QueueFull
 from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class PendingResponse:
+    """One request's rows; sends the response when the last row is done, or one error."""
+
+    def __init__(self, sender, rows: list[Sequence]):
+        self.sender, self.rows = sender, rows
+        self.remaining = len(rows)
+        self.sent = False
+        self.lock = threading.Lock()
+
+    def row_done(self, _row: Sequence) -> None:
+        with self.lock:
+            self.remaining -= 1
+            if self.remaining or self.sent:
+                return
+            self.sent = True
+        result = collect(self.rows)
+        self.sender.send(response(output_ids=result.tokens, output_lengths=result.lengths.reshape(-1, 1),
+                                  output_scores=result.scores.reshape(-1, 1)), flags=FINAL)
+
+    def fail(self, _row: Sequence | None, error: Exception, code: str = "INTERNAL") -> None:
+        with self.lock:
+            if self.sent:
+                return
+            self.sent = True
+        self.sender.send(error_response(f"decoding failed: {error}", code=code), flags=FINAL)
+
+
+class SchedulerMetrics:
+    """The scheduler's counters as Triton custom metrics (on the metrics port, /metrics),
+    updated by the scheduler thread after every iteration."""
+
+    NAMES = {"iterations": "decode iterations (one step for all running rows)",
+             "row_steps": "rows decoded, summed over iterations (/ iterations = mean batch)",
+             "graph_seconds": "seconds inside the decoder graph",
+             "busy_seconds": "seconds of whole iterations; minus graph seconds = orchestration overhead"}
+
+    def __init__(self) -> None:
+        self.families = {  # a Metric fails once its family is garbage-collected: keep both
+            key: pb_utils.MetricFamily(name=f"t5_greedy_{key}_total", description=text,
+                                       kind=pb_utils.MetricFamily.COUNTER)
+            for key, text in self.NAMES.items()}
+        self.counters = {key: family.Metric(labels={}) for key, family in self.families.items()}
+        self.reported = dict.fromkeys(self.NAMES, 0.0)
+
+    def update(self, stats) -> None:
+        for key, counter in self.counters.items():
+            value = float(getattr(stats, key))
+            counter.increment(value - self.reported[key])
+            self.reported[key] = value
 
 
 class TritonPythonModel:
@@ -29,14 +86,15 @@ class TritonPythonModel:
         self.decoder_model = params["decoder_model"]
         self.default_new_tokens = int(params["default_new_tokens"])
         self.cap = int(params["max_new_tokens_cap"])
-        signature = json.loads(params["decoder_signature"])
+        signature = DecoderSignature(**json.loads(params["decoder_signature"]))
         run = self.run_decoder_bls
         if params["decoder_mode"] == "in_process":
             graph = Path(args["model_repository"]).parent / params["decoder_graph"]
             session = open_session(str(graph), int(params["intra_op_threads"]))
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
-        self.step = CachedDecoder(run, DecoderSignature(
-            tuple(signature["past_names"]), int(signature["num_heads"]), int(signature["head_dim"])))
+        self.metrics = SchedulerMetrics()
+        self.scheduler = DecodeScheduler(run, signature, int(params["max_active_rows"]),
+                                         int(params["max_queued_rows"]), observe=self.metrics.update).start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
         request = pb_utils.InferenceRequest(
@@ -57,48 +115,28 @@ class TritonPythonModel:
             raise InvalidRequest(f"max_new_tokens must be between 1 and {self.cap}, got {int(bad[0])}")
         return value
 
-    def execute(self, requests: list) -> list:
-        responses: list = [None] * len(requests)
-        batch = []  # (request index, hidden states, mask, limits)
-        for i, request in enumerate(requests):
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
             states = input_array(request, "encoder_hidden_states")
             mask = input_array(request, "attention_mask")
             try:
                 if mask.shape != states.shape[:2]:
                     raise InvalidRequest(f"attention_mask shape {list(mask.shape)} does not match "
                                          f"encoder_hidden_states shape {list(states.shape)}")
-                batch.append((i, states, mask, self.limits(request, len(states))))
+                limits = self.limits(request, len(states))
             except InvalidRequest as error:
-                responses[i] = error_response(str(error))
-        if batch:
-            self.decode(batch, responses)
-        return responses
+                sender.send(error_response(str(error)), flags=FINAL)
+                continue
+            rows = [Sequence(states[i], mask[i].astype(np.int64), int(limits[i])) for i in range(len(states))]
+            pending = PendingResponse(sender, rows)
+            for row in rows:
+                row.on_done, row.on_error = pending.row_done, pending.fail
+            try:
+                self.scheduler.submit(rows)
+            except QueueFull as error:
+                pending.fail(None, error, code="UNAVAILABLE")
+        return None
 
-    def decode(self, batch: list, responses: list) -> None:
-        width = max(states.shape[1] for _, states, _, _ in batch)
-        states = np.concatenate([_pad(s, width) for _, s, _, _ in batch])
-        mask = np.concatenate([_pad(m, width) for _, _, m, _ in batch])
-        try:
-            result = greedy_generate(self.step, states, mask, np.concatenate([lim for *_, lim in batch]))
-        except Exception as error:  # noqa: BLE001 - every request must get an answer
-            for i, *_ in batch:
-                responses[i] = error_response(f"decoding failed: {error}", invalid=False)
-            return
-        start = 0
-        for i, rows, _, _ in batch:
-            lengths = result.lengths[start: start + len(rows)]
-            tokens = result.tokens[start: start + len(rows), : int(lengths.max())]
-            scores = result.scores[start: start + len(rows)]
-            responses[i] = response(output_ids=tokens, output_lengths=lengths.reshape(-1, 1),
-                                    output_scores=scores.reshape(-1, 1))
-            start += len(rows)
-
-
-def _pad(array: np.ndarray, width: int) -> np.ndarray:
-    """Right-pad the sequence axis (1) with zeros: masked positions of the encoder output."""
-    extra = width - array.shape[1]
-    if extra == 0:
-        return array
-    padding = [(0, 0)] * array.ndim
-    padding[1] = (0, extra)
-    return np.pad(array, padding)
+    def finalize(self) -> None:
+        self.scheduler.stop()

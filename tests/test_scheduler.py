@@ -1,0 +1,138 @@
+"""Iteration-level batching: rows that join a running batch at different steps, with
+different input lengths and limits, get exactly the tokens of their own `generate` call; the
+queue is bounded; a failing step fails only the rows in it; the server batches concurrent
+requests step by step."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serving.greedy import Sequence
+from serving.onnx_runtime import OrtSeq2Seq
+from serving.scheduler import DecodeScheduler, QueueFull
+from tests.conftest import hf_generate
+from tests.inputs import parity_pairs
+
+PAIRS = parity_pairs()
+
+
+@pytest.fixture(scope="module")
+def runtime(repository) -> OrtSeq2Seq:
+    return OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
+
+
+def make_row(runtime, prompts, pair, limit: int) -> tuple[Sequence, threading.Event, np.ndarray]:
+    ids = np.array([prompts.encode(*pair)], dtype=np.int64)
+    states = runtime.encode(ids, np.ones_like(ids))[0]
+    done = threading.Event()
+    row = Sequence(states, np.ones(ids.shape[1], np.int64), limit)
+    row.on_done = lambda _row: done.set()
+    return row, done, ids
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_rows_joining_mid_flight_match_generate(runtime, prompts, hf_model):
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, max_active_rows=16).start()
+    try:
+        rows = []
+        first = make_row(runtime, prompts, PAIRS[0], 64)
+        scheduler.submit([first[0]])
+        rows.append((first, 64))
+        wait_for(lambda: len(first[0].tokens) >= 5 or first[1].is_set())
+        for index, limit in [(12, 32), (40, 3), (51, 64), (7, 1)]:  # join while the first runs
+            entry = make_row(runtime, prompts, PAIRS[index], limit)
+            scheduler.submit([entry[0]])
+            rows.append((entry, limit))
+            time.sleep(0.01)
+        for (row, done, _), _ in rows:
+            assert done.wait(60)
+    finally:
+        scheduler.stop()
+    for (row, _, ids), limit in rows:
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), limit)[0]
+        assert row.tokens == reference[: len(row.tokens)].tolist()
+        assert not reference[len(row.tokens):].any()
+    assert scheduler.stats.row_steps > scheduler.stats.iterations, "rows of different requests shared steps"
+
+
+def test_queue_is_bounded(runtime, prompts):
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, max_active_rows=4, max_queued_rows=3)
+    row = make_row(runtime, prompts, PAIRS[1], 8)[0]
+    scheduler.submit([row, row])  # not started: rows wait
+    with pytest.raises(QueueFull, match=r"decode queue full \(2 rows waiting, limit 3\)"):
+        scheduler.submit([row, row])
+    with pytest.raises(ValueError, match="exceed the 4 decoded at once"):
+        scheduler.submit([row] * 5)
+
+
+def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompts, hf_model):
+    calls = {"n": 0}
+
+    def flaky(feed, outputs):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first row's first step
+            raise RuntimeError("injected failure")
+        return runtime.run_decoder(feed, outputs)
+
+    scheduler = DecodeScheduler(flaky, runtime.signature).start()
+    try:
+        failed = threading.Event()
+        row, _, _ = make_row(runtime, prompts, PAIRS[2], 32)
+        row.on_error = lambda _row, error: failed.set() if "injected" in str(error) else None
+        scheduler.submit([row])
+        assert failed.wait(30)
+        after, done, ids = make_row(runtime, prompts, PAIRS[3], 16)
+        scheduler.submit([after])
+        assert done.wait(30)
+        assert after.tokens == hf_generate(hf_model, ids, np.ones_like(ids), 16)[0][: len(after.tokens)].tolist()
+    finally:
+        scheduler.stop()
+
+
+def test_stop_fails_waiting_rows(runtime, prompts):
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature)
+    errors = []
+    row = make_row(runtime, prompts, PAIRS[4], 8)[0]
+    row.on_error = lambda _row, error: errors.append(str(error))
+    scheduler.submit([row])
+    scheduler.stop(timeout_s=1)
+    assert errors == ["the decoder was stopped"]
+
+
+def metric(server, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5).read().decode()
+    return float(re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M).group(1))
+
+
+def test_concurrent_requests_share_decode_steps(server, client, prompts, hf_model):
+    before = (metric(server, "t5_greedy_iterations_total"), metric(server, "t5_greedy_row_steps_total"))
+    cases = [(PAIRS[i], [64, 32, 5, 17][i % 4]) for i in range(0, 48, 3)]
+
+    def ask(case):
+        (question, context), limit = case
+        ids = np.array([prompts.encode(question, context)])
+        ours, lengths, _ = client.generate(ids, np.ones_like(ids), limit)
+        return ids, limit, ours[0, : lengths[0, 0]]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(ask, cases))
+    for ids, limit, ours in results:
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), limit)[0]
+        np.testing.assert_array_equal(ours, reference[: len(ours)])
+        assert not reference[len(ours):].any()
+    iterations = metric(server, "t5_greedy_iterations_total") - before[0]
+    row_steps = metric(server, "t5_greedy_row_steps_total") - before[1]
+    # every request has one row, so a mean batch above 1 means different requests shared steps
+    assert row_steps / iterations > 1.1, f"mean decode batch {row_steps / iterations:.2f}"
