@@ -81,11 +81,11 @@ class Sequence:
 
 
 def chosen_log_probs(logits: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """log softmax(logits)[chosen] per row, computed stably in float64."""
-    logits = logits.astype(np.float64, copy=False)
-    top = logits.max(axis=-1)
-    log_norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=-1))
-    return logits[np.arange(len(chosen)), chosen] - log_norm
+    """log softmax(logits)[chosen] per row: exponentials in the logits' float32 (5x faster
+    than float64 over a 32k vocabulary, on the hot path), their sum in float64."""
+    top = logits.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(logits - top).sum(axis=-1, dtype=np.float64))
+    return (logits[np.arange(len(chosen)), chosen] - top[:, 0]).astype(np.float64) - log_norm
 
 
 def _pad_axis(array: np.ndarray, axis: int, width: int, left: bool = False) -> np.ndarray:
@@ -98,20 +98,29 @@ def _pad_axis(array: np.ndarray, axis: int, width: int, left: bool = False) -> n
 
 
 class DecodeBatch:
-    """The rows being decoded together and their cache; see the module docstring."""
+    """The rows being decoded together and their cache; see the module docstring.
+
+    Rows live in slots. A finished row leaves a hole that later steps still compute (cheap:
+    a step's cost is mostly reading the weights) instead of a copy of the whole cache, which
+    for t5-base at batch 16 is ~240 MB of cross-attention keys and values; joining rows fill
+    holes in place. The arrays are compacted only when holes outnumber the rows."""
 
     def __init__(self, run: RunGraph, signature: DecoderSignature):
         self._run = run
         self._sig = signature
-        self.rows: list[Sequence] = []
+        self.slots: list[Sequence | None] = []  # None: a hole
         self._cache: Tensors = {}  # self-attention [B, H, P, D] (left-padded), cross [B, H, S, D]
         self._decoder_mask = np.zeros((0, 0), np.int64)  # [B, P]: 1 where the self cache is real
         self._encoder_mask = np.zeros((0, 0), np.int64)  # [B, S]
-        self._last = np.zeros(0, np.int64)  # [B]: each row's latest token
+        self._last = np.zeros(0, np.int64)  # [B]: each slot's latest token
         self.calls = 0  # decoder graph calls made
 
+    @property
+    def rows(self) -> list[Sequence]:
+        return [row for row in self.slots if row is not None]
+
     def __len__(self) -> int:
-        return len(self.rows)
+        return sum(row is not None for row in self.slots)
 
     def admit(self, new: list[Sequence]) -> None:
         """First step for `new` rows (one graph call), then they join the running rows."""
@@ -127,86 +136,114 @@ class DecodeBatch:
                 "use_cache_branch": np.array([False]), **{n: empty for n in self._sig.past_names}}
         out = self._run(feed, ["logits", *(self._sig.present(n) for n in self._sig.past_names)])
         self.calls += 1
-        cache = {n: out[self._sig.present(n)] for n in self._sig.past_names}
-        keep = self._choose(new, out["logits"][:, -1, :])
-        self._join([new[i] for i in keep], {n: v[keep] for n, v in cache.items()},
-                   np.ones((len(keep), 1), np.int64), mask[keep])
+        keep = [i for i, running in enumerate(self._choose(new, out["logits"][:, -1, :])) if running]
+        if keep:
+            cache = {n: out[self._sig.present(n)][keep] for n in self._sig.past_names}
+            self._join([new[i] for i in keep], cache, mask[keep])
 
     def step(self) -> None:
-        """One decoder call for every running row; finished rows leave."""
-        if not self.rows:
+        """One decoder call for every slot; finished rows leave holes."""
+        if not len(self):
             return
-        batch = len(self.rows)
-        decoder_mask = np.concatenate([self._decoder_mask, np.ones((batch, 1), np.int64)], axis=1)
+        slots = len(self.slots)
+        decoder_mask = np.concatenate([self._decoder_mask, np.ones((slots, 1), np.int64)], axis=1)
         feed = {"input_ids": self._last[:, None], "attention_mask": decoder_mask,
                 "encoder_attention_mask": self._encoder_mask,
                 # The cache branch does not read the encoder output: a one-position stand-in.
-                "encoder_hidden_states": np.zeros((batch, 1, self._sig.d_model), np.float32),
+                "encoder_hidden_states": np.zeros((slots, 1, self._sig.d_model), np.float32),
                 "use_cache_branch": np.array([True]), **self._cache}
         out = self._run(feed, ["logits", *(self._sig.present(n) for n in self._sig.self_names)])
         self.calls += 1
         for name in self._sig.self_names:
             self._cache[name] = out[self._sig.present(name)]
         self._decoder_mask = decoder_mask
-        keep = self._choose(self.rows, out["logits"][:, -1, :])
-        if len(keep) < batch:
-            self._select(keep)
+        live = [i for i, row in enumerate(self.slots) if row is not None]
+        running = self._choose([self.slots[i] for i in live], out["logits"][live, -1, :])
+        for i, still in zip(live, running):
+            if still:
+                self._last[i] = self.slots[i].tokens[-1]
+            else:
+                self.slots[i] = None
+                self._last[i] = PAD_ID
+                self._decoder_mask[i] = 0
+        holes = len(self.slots) - len(self)
+        if holes and holes >= len(self):
+            self._compact()
 
-    def _choose(self, rows: list[Sequence], logits: np.ndarray) -> np.ndarray:
-        """Greedy token per row; finished rows are reported. Returns the rows still running."""
+    def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
+        """Greedy token per row; finished rows are reported. Returns which rows go on."""
         chosen = logits.argmax(axis=-1)
         log_probs = chosen_log_probs(logits, chosen)
         running = []
         for i, (row, token) in enumerate(zip(rows, chosen.tolist())):
             row.tokens.append(token)
             row.log_prob += float(log_probs[i])
-            if token == EOS_ID or len(row.tokens) >= row.limit:
-                if row.on_done is not None:
-                    row.on_done(row)
-            else:
-                running.append(i)
-        return np.array(running, dtype=np.int64)
+            done = token == EOS_ID or len(row.tokens) >= row.limit
+            if done and row.on_done is not None:
+                row.on_done(row)
+            running.append(not done)
+        return running
 
-    def _select(self, keep: np.ndarray) -> None:
-        """Keep only rows `keep`, then drop cache columns no remaining row uses."""
-        self.rows = [self.rows[i] for i in keep]
+    def _compact(self) -> None:
+        """Drop the holes, then the cache columns no remaining row uses (copies the cache)."""
+        keep = np.array([i for i, row in enumerate(self.slots) if row is not None], dtype=np.int64)
+        self.slots = [self.slots[i] for i in keep]
         self._last = self._last[keep]
         self._decoder_mask = self._decoder_mask[keep]
         self._encoder_mask = self._encoder_mask[keep]
-        self._cache = {n: v[keep] for n, v in self._cache.items()}
-        if not self.rows:
+        if not self.slots:
+            self._cache = {}
             return
         first = int(self._decoder_mask.any(axis=0).argmax())  # leading all-padding columns
         end = int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1  # trailing encoder padding
-        if first or end < self._encoder_mask.shape[1]:
-            self._decoder_mask = self._decoder_mask[:, first:]
-            self._encoder_mask = self._encoder_mask[:, :end]
-            for n in self._sig.self_names:
-                self._cache[n] = self._cache[n][:, :, first:]
-            for n in self._sig.cross_names:
-                self._cache[n] = self._cache[n][:, :, :end]
+        self._decoder_mask = self._decoder_mask[:, first:]
+        self._encoder_mask = self._encoder_mask[:, :end]
+        for n in self._sig.self_names:
+            self._cache[n] = self._cache[n][keep, :, first:]
+        for n in self._sig.cross_names:
+            self._cache[n] = self._cache[n][keep, :, :end]
 
-    def _join(self, rows: list[Sequence], cache: Tensors, decoder_mask: np.ndarray, encoder_mask: np.ndarray) -> None:
-        """Append rows whose first token is chosen; pad both batches' caches to common widths."""
-        if not rows:
+    def _join(self, rows: list[Sequence], cache: Tensors, encoder_mask: np.ndarray) -> None:
+        """Place rows whose first token is chosen (self cache of length 1) into holes, in
+        place, or append them; widen the cross-attention cache only when they need it."""
+        if not len(self):
+            self.slots, self._cache = list(rows), cache
+            self._decoder_mask = np.ones((len(rows), 1), np.int64)
+            self._encoder_mask, self._last = encoder_mask, np.array([r.tokens[-1] for r in rows], np.int64)
             return
-        last = np.array([r.tokens[-1] for r in rows], dtype=np.int64)
-        if not self.rows:
-            self.rows, self._cache, self._last = rows, cache, last
-            self._decoder_mask, self._encoder_mask = decoder_mask, encoder_mask
+        if encoder_mask.shape[1] > self._encoder_mask.shape[1]:  # widen everything (copies)
+            width = encoder_mask.shape[1]
+            self._encoder_mask = _pad_axis(self._encoder_mask, 1, width)
+            for n in self._sig.cross_names:
+                self._cache[n] = _pad_axis(self._cache[n], 2, width)
+        width, past = self._encoder_mask.shape[1], self._decoder_mask.shape[1]
+        holes = [i for i, row in enumerate(self.slots) if row is None]
+        placed = min(len(holes), len(rows))
+        for j, slot in enumerate(holes[:placed]):  # in place: copies only the new rows' data
+            self.slots[slot] = rows[j]
+            self._last[slot] = rows[j].tokens[-1]
+            self._decoder_mask[slot] = 0
+            self._decoder_mask[slot, -1] = 1
+            self._encoder_mask[slot] = 0
+            self._encoder_mask[slot, : encoder_mask.shape[1]] = encoder_mask[j]
+            for n in self._sig.self_names:
+                self._cache[n][slot] = 0
+                self._cache[n][slot, :, -1:] = cache[n][j]
+            for n in self._sig.cross_names:
+                self._cache[n][slot] = 0
+                self._cache[n][slot, :, : encoder_mask.shape[1]] = cache[n][j]
+        if placed == len(rows):
             return
-        past = max(self._decoder_mask.shape[1], decoder_mask.shape[1])
-        width = max(self._encoder_mask.shape[1], encoder_mask.shape[1])
-        for name in self._sig.self_names:
-            self._cache[name] = np.concatenate(
-                [_pad_axis(self._cache[name], 2, past, left=True), _pad_axis(cache[name], 2, past, left=True)])
-        for name in self._sig.cross_names:
-            self._cache[name] = np.concatenate([_pad_axis(self._cache[name], 2, width), _pad_axis(cache[name], 2, width)])
-        self._decoder_mask = np.concatenate([_pad_axis(self._decoder_mask, 1, past, left=True),
-                                             _pad_axis(decoder_mask, 1, past, left=True)])
-        self._encoder_mask = np.concatenate([_pad_axis(self._encoder_mask, 1, width), _pad_axis(encoder_mask, 1, width)])
-        self.rows = self.rows + rows
-        self._last = np.concatenate([self._last, last])
+        extra = slice(placed, None)  # no holes left: append (copies the cache once)
+        for n in self._sig.self_names:
+            self._cache[n] = np.concatenate([self._cache[n], _pad_axis(cache[n][extra], 2, past, left=True)])
+        for n in self._sig.cross_names:
+            self._cache[n] = np.concatenate([self._cache[n], _pad_axis(cache[n][extra], 2, width)])
+        self._decoder_mask = np.concatenate([self._decoder_mask, _pad_axis(np.ones((len(rows) - placed, 1), np.int64),
+                                                                           1, past, left=True)])
+        self._encoder_mask = np.concatenate([self._encoder_mask, _pad_axis(encoder_mask[extra], 1, width)])
+        self.slots += rows[placed:]
+        self._last = np.concatenate([self._last, [r.tokens[-1] for r in rows[placed:]]]).astype(np.int64)
 
 
 @dataclass

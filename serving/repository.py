@@ -53,6 +53,7 @@ class Target:
     greedy_instances: int
     max_active_rows: int  # rows t5_greedy decodes in one step
     max_queued_rows: int  # rows waiting to join before new requests get UNAVAILABLE
+    batching: str = "iteration"  # "request": admit only into an empty batch (benchmark baseline)
 
 
 TARGETS = {
@@ -125,7 +126,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     _params(greedy, decoder_mode=target.decoder_mode, decoder_model="t5_decoder",
             decoder_graph="t5_decoder/1/model.onnx", intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS,
             max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
-            max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows,
+            max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows, batching=target.batching,
             decoder_signature=json.dumps({"past_names": past, "num_heads": past_dims[1], "head_dim": past_dims[3],
                                           "d_model": d_model}))
 
@@ -153,8 +154,10 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     return configs
 
 
-def write_repository(repository: Path, target: str, decoder_mode: str | None = None) -> dict[str, Path]:
-    """Write `<model>/config.pbtxt` for every model; return their paths."""
+def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
+                     batching: str | None = None) -> dict[str, Path]:
+    """Write `<model>/config.pbtxt` for every model; return their paths. `decoder_mode` and
+    `batching` override the target's choices."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}")
     if decoder_mode not in (None, *DECODER_MODES):
@@ -164,7 +167,10 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
         raise FileNotFoundError(f"{manifest_path} not found: run `make export` (python -m export onnx) first")
     manifest = json.loads(manifest_path.read_text())
     written = {}
-    chosen = TARGETS[target] if decoder_mode is None else replace(TARGETS[target], decoder_mode=decoder_mode)
+    if batching not in (None, "iteration", "request"):
+        raise ValueError(f"unknown batching {batching!r}; choose 'iteration' or 'request'")
+    chosen = replace(TARGETS[target], decoder_mode=decoder_mode or TARGETS[target].decoder_mode,
+                     batching=batching or TARGETS[target].batching)
     for name, config in build_configs(manifest, chosen).items():
         path = repository / name / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="model repository holding export_manifest.json (written by `python -m export onnx`)")
     parser.add_argument("--decoder-mode", choices=DECODER_MODES, default=None,
                         help="how t5_greedy runs decoder steps (default: the target's)")
+    parser.add_argument("--batching", choices=("iteration", "request"), default=None,
+                        help="t5_greedy admits new requests at every step (iteration, default) or only into an "
+                             "empty batch (request: the baseline of the benchmark)")
     args = parser.parse_args(argv)
     try:
-        for path in write_repository(args.repository, args.target, args.decoder_mode).values():
+        for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching).values():
             print(path)
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)

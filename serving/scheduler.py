@@ -43,8 +43,12 @@ class DecodeScheduler:
     """Decodes submitted rows in a background thread; see the module docstring."""
 
     def __init__(self, run: RunGraph, signature: DecoderSignature, max_active_rows: int = 32,
-                 max_queued_rows: int = 256, observe: Callable[[SchedulerStats], None] | None = None):
-        """`observe` is called from the scheduler thread after every iteration."""
+                 max_queued_rows: int = 256, observe: Callable[[SchedulerStats], None] | None = None,
+                 join_running: bool = True):
+        """`observe` is called from the scheduler thread after every iteration. With
+        `join_running=False` waiting requests are admitted only when the batch is empty:
+        request-level batching, kept for comparison in the benchmark."""
+        self.join_running = join_running
         self._run = run
         self._signature = signature
         self.max_active_rows = max_active_rows
@@ -104,6 +108,8 @@ class DecodeScheduler:
             if self._stopping:
                 return None
             admitted: list[Sequence] = []
+            if len(self._batch) and not self.join_running:
+                return admitted
             while self._queue and len(self._batch) + len(admitted) + len(self._queue[0]) <= self.max_active_rows:
                 rows = self._queue.popleft()
                 self._queued_rows -= len(rows)

@@ -136,3 +136,34 @@ def test_concurrent_requests_share_decode_steps(server, client, prompts, hf_mode
     row_steps = metric(server, "t5_greedy_row_steps_total") - before[1]
     # every request has one row, so a mean batch above 1 means different requests shared steps
     assert row_steps / iterations > 1.1, f"mean decode batch {row_steps / iterations:.2f}"
+
+
+def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, hf_model):
+    """Drive a DecodeBatch step by step through every cache operation and check each row."""
+    from serving.greedy import DecodeBatch
+
+    lengths = {i: len(prompts.encode(*PAIRS[i])) for i in range(len(PAIRS))}
+    short = sorted(lengths, key=lengths.get)[:3]
+    longest = max(lengths, key=lengths.get)
+    entries = {}
+
+    def row(index: int, limit: int) -> Sequence:
+        entry = make_row(runtime, prompts, PAIRS[index], limit)
+        entries[index] = (entry, limit)
+        return entry[0]
+
+    batch = DecodeBatch(runtime.run_decoder, runtime.signature)
+    batch.admit([row(short[0], 40), row(short[1], 2), row(short[2], 40)])
+    batch.step()  # the limit-2 row leaves a hole (1 hole < 2 rows: no compaction)
+    assert len(batch.slots) == 3 and len(batch) <= 2
+    batch.admit([row(longest, 30)])  # fills the hole, widens the cross-attention cache
+    batch.step()
+    batch.admit([row(9, 25), row(30, 6)])  # no hole left: appended
+    while len(batch):
+        batch.step()
+    assert not batch.slots, "compacted away once every row finished"
+    for (entry, limit) in entries.values():
+        sequence, _, ids = entry
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), limit)[0]
+        assert sequence.tokens == reference[: len(sequence.tokens)].tolist()
+        assert not reference[len(sequence.tokens):].any()

@@ -94,7 +94,8 @@ class TritonPythonModel:
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         self.metrics = SchedulerMetrics()
         self.scheduler = DecodeScheduler(run, signature, int(params["max_active_rows"]),
-                                         int(params["max_queued_rows"]), observe=self.metrics.update).start()
+                                         int(params["max_queued_rows"]), observe=self.metrics.update,
+                                         join_running=params.get("batching", "iteration") == "iteration").start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
         request = pb_utils.InferenceRequest(
