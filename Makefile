@@ -14,7 +14,9 @@ SETUP_STAMP := $(VENV)/.setup-done
 
 include deploy/deploy.mk
 
-.PHONY: help setup demo-model export repository serve test test-deploy clean
+PRECISION ?= bf16
+
+.PHONY: help setup demo-model export repository engines serve test test-deploy bench gpu-check clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -38,12 +40,25 @@ export: setup  ## export MODEL to validated ONNX in the repository (never falls 
 repository: setup  ## regenerate the config.pbtxt files for TARGET from the exported graphs
 	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
 
+engines: setup  ## TensorRT engines for TARGET=gpu-tensorrt, built in the Triton image (Docker + GPU); PRECISION=bf16|fp16|fp32
+	$(PYTHON) -m serving.docker engines --model $(MODEL) --precision $(PRECISION)
+
 serve: setup  ## export MODEL (demo model if the Hub is unreachable), start Triton, answer a question
 	$(PYTHON) -m serving.serve --model $(MODEL) --demo-fallback $(DEMO) --target $(TARGET) \
 	  --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 test: setup deploy-tools  ## run all tests (starts its own tritonserver on free ports; chart checks offline)
 	$(PYTHON) -m pytest -q tests
+
+bench: setup  ## serving benchmark vs transformers and optimum on the demo t5-base; writes docs/benchmarks.md
+	$(PYTHON) -m pip install --quiet -r requirements/bench.txt
+	bash bench/install_perf_analyzer.sh
+	test -f build/models/demo-base/config.json || $(PYTHON) -m export demo-model --size base --output build/models/demo-base
+	$(PYTHON) -m export onnx --model build/models/demo-base --repository $(REPOSITORY)
+	$(PYTHON) -m bench.serving --checkpoint build/models/demo-base --repository $(REPOSITORY)
+
+gpu-check: setup  ## on a GPU machine: generate fp32/bf16 vs our loop on ORT-CUDA/TensorRT; writes docs/gpu-check.md
+	$(PYTHON) -m bench.gpu_check --precision $(PRECISION)
 
 clean:  ## remove generated models, exports and configs (keeps .venv)
 	rm -rf build $(REPOSITORY)/export_manifest.json $(REPOSITORY)/*/config.pbtxt $(REPOSITORY)/*/1/*.onnx

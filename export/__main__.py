@@ -1,7 +1,9 @@
-"""Command line: build a demo checkpoint, or export a checkpoint into the model repository.
+"""Command line: build a demo checkpoint, export a checkpoint into the model repository, or
+build TensorRT engines from an export (on a machine with TensorRT and a GPU).
 
   python -m export demo-model --size tiny --output build/models/demo-tiny
   python -m export onnx --model mrm8488/t5-base-finetuned-squadv2 --repository model_repository
+  python -m export engines --model mrm8488/t5-base-finetuned-squadv2 --precision bf16
 """
 from __future__ import annotations
 
@@ -10,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from export.demo_model import SIZES, build_demo_model
-from export.onnx_export import export_model, install
-from export.validate import ValidationError
+SIZES = ("base", "tiny")  # export.demo_model.SIZES; imported lazily: `engines` runs without torch
 
 DEFAULT_MODEL = "mrm8488/t5-base-finetuned-squadv2"
 
@@ -37,10 +37,32 @@ def main(argv: list[str] | None = None) -> int:
     onnx.add_argument("--workdir", type=Path, default=Path("build/onnx"), help="where exports are kept and reused")
     onnx.add_argument("--atol", type=float, default=1e-4, help="largest |logit difference| accepted")
 
+    engines = commands.add_parser("engines", help="TensorRT engines for the gpu-tensorrt target (needs a GPU)")
+    engines.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint exported by `onnx` before")
+    engines.add_argument("--repository", type=Path, default=Path("model_repository"))
+    engines.add_argument("--workdir", type=Path, default=Path("build/onnx"))
+    engines.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="bf16",
+                         help="fp16 keeps the feed-forward output projections in fp32 (T5 overflows fp16)")
+    engines.add_argument("--max-batch", type=int, default=64, help="largest batch the profiles cover")
+    engines.add_argument("--timing-cache", type=Path, default=Path("build/tensorrt/timing.cache"))
+
     args = parser.parse_args(argv)
+    if args.command == "engines":
+        from export.tensorrt import Limits, TensorRTUnavailable, build_engines
+        try:
+            seconds = build_engines(workdir_for(args.model, args.workdir), args.repository, args.precision,
+                                    Limits(max_batch=args.max_batch), args.timing_cache)
+        except (TensorRTUnavailable, FileNotFoundError) as error:
+            print(f"cannot build engines: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps({"precision": args.precision, "build_seconds": seconds}, indent=2))
+        return 0
     if args.command == "demo-model":
+        from export.demo_model import build_demo_model
         print(build_demo_model(args.size, args.output, args.seed))
         return 0
+    from export.onnx_export import export_model, install
+    from export.validate import ValidationError
     try:
         manifest = export_model(args.model, workdir_for(args.model, args.workdir), args.atol)
     except ValidationError as error:

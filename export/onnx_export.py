@@ -28,8 +28,11 @@ from export.validate import validate_export
 
 TASK = "text2text-generation-with-past"
 GRAPHS = {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"}
+# Kept beside the merged graph for TensorRT, which cannot build its If node (NVIDIA/TensorRT#2723):
+# `make engines` builds them into t5_decoder_init (first step) and t5_decoder (later steps).
+SPLIT_GRAPHS = {"t5_decoder_init": "decoder_model.onnx", "t5_decoder_with_past": "decoder_with_past_model.onnx"}
 MANIFEST = "export_manifest.json"
-EXPORTER_VERSION = 2  # bump when the graphs change, so older exports are not reused
+EXPORTER_VERSION = 3  # bump when the graphs change, so older exports are not reused
 
 
 class T5WithDecoderMaskOnnxConfig(T5OnnxConfig):
@@ -87,7 +90,7 @@ def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if (manifest.get("source_key") == key and manifest.get("exporter") == EXPORTER_VERSION
-                and all((workdir / f).is_file() for f in GRAPHS.values())):
+                and all((workdir / f).is_file() for f in {**GRAPHS, **SPLIT_GRAPHS}.values())):
             return manifest
     config = AutoConfig.from_pretrained(model)  # fails fast, before the slow export, on a bad id
     if config.model_type != "t5":
@@ -96,8 +99,6 @@ def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
     started = time.monotonic()
     main_export(model, workdir, task=TASK, custom_onnx_configs=onnx_configs(config), do_validation=False)
     exported = time.monotonic() - started
-    for unused in ("decoder_model.onnx", "decoder_with_past_model.onnx"):  # merged graph holds both
-        (workdir / unused).unlink(missing_ok=True)
     report = validate_export(model, workdir / GRAPHS["t5_encoder"], workdir / GRAPHS["t5_decoder"], atol)
     manifest = {
         "model": model,
@@ -105,7 +106,7 @@ def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
         "exporter": EXPORTER_VERSION,
         "demo": is_demo(config),
         "vocab_size": config.vocab_size,
-        "graphs": {name: graph_signature(workdir / f) for name, f in GRAPHS.items()},
+        "graphs": {name: graph_signature(workdir / f) for name, f in {**GRAPHS, **SPLIT_GRAPHS}.items()},
         "export_seconds": round(exported, 1),
         "validation": report.as_dict(),
     }

@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from serving.arrays import NumpyArrays
 from serving.limits import DECODER_START_ID, EOS_ID, PAD_ID
 
 Tensors = dict[str, np.ndarray]
@@ -62,11 +63,19 @@ class DecoderSignature:
         return past_name.replace("past_key_values.", "present.", 1)
 
 
+def split_feed(feed: Tensors, signature: DecoderSignature) -> tuple[bool, Tensors]:
+    """For a decoder exported as two graphs (TensorRT cannot build the merged graph's If):
+    whether this call is a first step (-> the no-past graph) and the feed that graph takes."""
+    first = not bool(feed["use_cache_branch"][0])
+    drop = {"use_cache_branch", *signature.past_names} if first else {"use_cache_branch", "encoder_hidden_states"}
+    return first, {name: value for name, value in feed.items() if name not in drop}
+
+
 @dataclass(eq=False)
 class Sequence:
     """One row to decode: its encoder output, its limit, and what it has produced so far."""
 
-    states: np.ndarray  # [encoder_length, d_model]
+    states: np.ndarray  # [encoder_length, d_model]; a torch tensor with `serving.arrays.TorchArrays`
     mask: np.ndarray  # [encoder_length] int64
     limit: int
     tokens: list[int] = field(default_factory=list)
@@ -80,23 +89,6 @@ class Sequence:
         return self.log_prob / max(len(self.tokens), 1)
 
 
-def chosen_log_probs(logits: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """log softmax(logits)[chosen] per row: exponentials in the logits' float32 (5x faster
-    than float64 over a 32k vocabulary, on the hot path), their sum in float64."""
-    top = logits.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(logits - top).sum(axis=-1, dtype=np.float64))
-    return (logits[np.arange(len(chosen)), chosen] - top[:, 0]).astype(np.float64) - log_norm
-
-
-def _pad_axis(array: np.ndarray, axis: int, width: int, left: bool = False) -> np.ndarray:
-    extra = width - array.shape[axis]
-    if extra <= 0:
-        return array
-    padding = [(0, 0)] * array.ndim
-    padding[axis] = (extra, 0) if left else (0, extra)
-    return np.pad(array, padding)
-
-
 class DecodeBatch:
     """The rows being decoded together and their cache; see the module docstring.
 
@@ -105,9 +97,11 @@ class DecodeBatch:
     for t5-base at batch 16 is ~240 MB of cross-attention keys and values; joining rows fill
     holes in place. The arrays are compacted only when holes outnumber the rows."""
 
-    def __init__(self, run: RunGraph, signature: DecoderSignature):
+    def __init__(self, run: RunGraph, signature: DecoderSignature, arrays=None):
+        """`arrays` (`serving.arrays`) handles the states, cache and logits; NumPy by default."""
         self._run = run
         self._sig = signature
+        self._xp = arrays or NumpyArrays()
         self.slots: list[Sequence | None] = []  # None: a hole
         self._cache: Tensors = {}  # self-attention [B, H, P, D] (left-padded), cross [B, H, S, D]
         self._decoder_mask = np.zeros((0, 0), np.int64)  # [B, P]: 1 where the self cache is real
@@ -126,10 +120,11 @@ class DecodeBatch:
         """First step for `new` rows (one graph call), then they join the running rows."""
         if not new:
             return
+        xp = self._xp
         width = max(len(s.mask) for s in new)
-        states = np.stack([_pad_axis(s.states, 0, width) for s in new])
-        mask = np.stack([_pad_axis(s.mask, 0, width) for s in new]).astype(np.int64)
-        empty = np.zeros((len(new), self._sig.num_heads, 0, self._sig.head_dim), dtype=states.dtype)
+        states = xp.stack([xp.pad(s.states, 0, width) for s in new])
+        mask = np.stack([NumpyArrays.pad(s.mask, 0, width) for s in new]).astype(np.int64)
+        empty = xp.zeros((len(new), self._sig.num_heads, 0, self._sig.head_dim), like=states)
         feed = {"input_ids": np.full((len(new), 1), DECODER_START_ID, np.int64),
                 "attention_mask": np.ones((len(new), 1), np.int64),
                 "encoder_attention_mask": mask, "encoder_hidden_states": states,
@@ -150,7 +145,8 @@ class DecodeBatch:
         feed = {"input_ids": self._last[:, None], "attention_mask": decoder_mask,
                 "encoder_attention_mask": self._encoder_mask,
                 # The cache branch does not read the encoder output: a one-position stand-in.
-                "encoder_hidden_states": np.zeros((slots, 1, self._sig.d_model), np.float32),
+                "encoder_hidden_states": self._xp.zeros((slots, 1, self._sig.d_model),
+                                                        like=self._cache[self._sig.self_names[0]]),
                 "use_cache_branch": np.array([True]), **self._cache}
         out = self._run(feed, ["logits", *(self._sig.present(n) for n in self._sig.self_names)])
         self.calls += 1
@@ -172,12 +168,11 @@ class DecodeBatch:
 
     def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
         """Greedy token per row; finished rows are reported. Returns which rows go on."""
-        chosen = logits.argmax(axis=-1)
-        log_probs = chosen_log_probs(logits, chosen)
+        chosen, log_probs = self._xp.choose(logits)
         running = []
-        for i, (row, token) in enumerate(zip(rows, chosen.tolist())):
+        for row, token, log_prob in zip(rows, chosen, log_probs):
             row.tokens.append(token)
-            row.log_prob += float(log_probs[i])
+            row.log_prob += log_prob
             done = token == EOS_ID or len(row.tokens) >= row.limit
             if done and row.on_done is not None:
                 row.on_done(row)
@@ -186,7 +181,7 @@ class DecodeBatch:
 
     def _compact(self) -> None:
         """Drop the holes, then the cache columns no remaining row uses (copies the cache)."""
-        keep = np.array([i for i, row in enumerate(self.slots) if row is not None], dtype=np.int64)
+        keep = [i for i, row in enumerate(self.slots) if row is not None]
         self.slots = [self.slots[i] for i in keep]
         self._last = self._last[keep]
         self._decoder_mask = self._decoder_mask[keep]
@@ -211,11 +206,12 @@ class DecodeBatch:
             self._decoder_mask = np.ones((len(rows), 1), np.int64)
             self._encoder_mask, self._last = encoder_mask, np.array([r.tokens[-1] for r in rows], np.int64)
             return
+        xp = self._xp
         if encoder_mask.shape[1] > self._encoder_mask.shape[1]:  # widen everything (copies)
             width = encoder_mask.shape[1]
-            self._encoder_mask = _pad_axis(self._encoder_mask, 1, width)
+            self._encoder_mask = NumpyArrays.pad(self._encoder_mask, 1, width)
             for n in self._sig.cross_names:
-                self._cache[n] = _pad_axis(self._cache[n], 2, width)
+                self._cache[n] = xp.pad(self._cache[n], 2, width)
         width, past = self._encoder_mask.shape[1], self._decoder_mask.shape[1]
         holes = [i for i, row in enumerate(self.slots) if row is None]
         placed = min(len(holes), len(rows))
@@ -236,12 +232,12 @@ class DecodeBatch:
             return
         extra = slice(placed, None)  # no holes left: append (copies the cache once)
         for n in self._sig.self_names:
-            self._cache[n] = np.concatenate([self._cache[n], _pad_axis(cache[n][extra], 2, past, left=True)])
+            self._cache[n] = xp.cat([self._cache[n], xp.pad(cache[n][extra], 2, past, left=True)])
         for n in self._sig.cross_names:
-            self._cache[n] = np.concatenate([self._cache[n], _pad_axis(cache[n][extra], 2, width)])
-        self._decoder_mask = np.concatenate([self._decoder_mask, _pad_axis(np.ones((len(rows) - placed, 1), np.int64),
-                                                                           1, past, left=True)])
-        self._encoder_mask = np.concatenate([self._encoder_mask, _pad_axis(encoder_mask[extra], 1, width)])
+            self._cache[n] = xp.cat([self._cache[n], xp.pad(cache[n][extra], 2, width)])
+        new_mask = NumpyArrays.pad(np.ones((len(rows) - placed, 1), np.int64), 1, past, left=True)
+        self._decoder_mask = np.concatenate([self._decoder_mask, new_mask])
+        self._encoder_mask = np.concatenate([self._encoder_mask, NumpyArrays.pad(encoder_mask[extra], 1, width)])
         self.slots += rows[placed:]
         self._last = np.concatenate([self._last, [r.tokens[-1] for r in rows[placed:]]]).astype(np.int64)
 
@@ -265,14 +261,14 @@ def collect(rows: list[Sequence]) -> Generation:
     return Generation(tokens, lengths, np.array([r.score for r in rows], dtype=np.float32), 0)
 
 
-def greedy_generate(run: RunGraph, signature: DecoderSignature, encoder_hidden_states: np.ndarray,
+def greedy_generate(run: RunGraph, signature: DecoderSignature, encoder_hidden_states,
                     encoder_attention_mask: np.ndarray, max_new_tokens: np.ndarray,
-                    on_step: Callable[[DecodeBatch], None] | None = None) -> Generation:
+                    on_step: Callable[[DecodeBatch], None] | None = None, arrays=None) -> Generation:
     """Decode one batch to the end: token-for-token what `transformers`
     `generate(do_sample=False, num_beams=1)` returns. `on_step` sees the batch after each call."""
     limits = np.asarray(max_new_tokens, dtype=np.int64).reshape(-1)
     rows = [Sequence(s, m, int(n)) for s, m, n in zip(encoder_hidden_states, encoder_attention_mask, limits)]
-    batch = DecodeBatch(run, signature)
+    batch = DecodeBatch(run, signature, arrays)
     batch.admit(rows)
     if on_step:
         on_step(batch)

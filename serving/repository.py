@@ -6,10 +6,19 @@ Configs are built as Triton's own `ModelConfig` protobuf messages and written in
 so every target produces configs that Triton's schema accepts. Tensor names and shapes come
 from the exported graphs (`export_manifest.json`), so the configs cannot drift from them.
 
-Targets:
-  cpu  the Python backend running ONNX Runtime for `t5_encoder` and `t5_decoder` (the Triton
-       server that ships on PyPI has no onnxruntime/TensorRT backend). GPU targets, which serve
-       the same graphs with the native backends, are added to TARGETS beside it.
+Targets (`--target`):
+  cpu              the Python backend running ONNX Runtime for `t5_encoder` and `t5_decoder` (the
+                   Triton server that ships on PyPI has no onnxruntime/TensorRT backend).
+  gpu-onnxruntime  the native onnxruntime backend on the GPU for `t5_encoder` and `t5_decoder`
+                   (the merged decoder graph), optionally with its TensorRT execution accelerator.
+  gpu-tensorrt     TensorRT engines (`make engines`): `t5_encoder`, and the decoder as two engines,
+                   `t5_decoder_init` (first step) and `t5_decoder` (later steps), because TensorRT
+                   cannot build the merged graph's If node (NVIDIA/TensorRT#2723).
+On every target a Python model `t5_validate` checks the token ids before the encoder (native
+encoders would read out-of-vocabulary ids unchecked); on GPU targets `t5_greedy` asks for its
+inputs on the device
+(`FORCE_CPU_ONLY_INPUT_TENSORS: "no"`). The same `t5_qa` ensemble and `t5_greedy` loop serve
+every target.
 
 How `t5_greedy` reaches the decoder (`--decoder-mode`):
   in_process  it runs `t5_decoder`'s graph in its own process. The cpu default: over BLS the
@@ -17,13 +26,14 @@ How `t5_greedy` reaches the decoder (`--decoder-mode`):
               step (measured on t5-base, 180 tokens: 28 ms per step instead of 20). `t5_decoder`
               stays served for direct step calls and opens its session on first use, so the
               weights are not held twice.
-  bls         it calls the `t5_decoder` model once per step (for GPU targets, where tensors
-              stay on the device).
+  bls         it calls the decoder model(s) once per step (GPU targets, where tensors stay on
+              the device; also testable on cpu).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,20 +55,30 @@ class Target:
     """What differs between deployments; everything else is shared by construction."""
 
     name: str
-    graph_backend: str  # backend serving t5_encoder / t5_decoder
+    graph_backend: str  # serves t5_encoder / t5_decoder: "python", "onnxruntime" or "tensorrt"
+    instance_kind: int  # of the graph models and t5_greedy
     decoder_mode: str  # how t5_greedy runs decoder steps: "in_process" or "bls"
-    instance_kind: int
     max_batch_size: int
-    encoder_instances: int
-    greedy_instances: int
     max_active_rows: int  # rows t5_greedy decodes in one step
     max_queued_rows: int  # rows waiting to join before new requests get UNAVAILABLE
+    encoder_instances: int = 1
+    split_decoder: bool = False  # first step and later steps in two models (TensorRT)
+    warmup: bool = False  # model_warmup for the graph models
+    ort_tensorrt_precision: str = ""  # gpu-onnxruntime: "", "FP32" or "FP16" TensorRT accelerator
     batching: str = "iteration"  # "request": admit only into an empty batch (benchmark baseline)
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.instance_kind == mc.ModelInstanceGroup.KIND_GPU
 
+
+CPU, GPU = mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU
 TARGETS = {
-    "cpu": Target("cpu", "python", "in_process", mc.ModelInstanceGroup.KIND_CPU, max_batch_size=8,
-                  encoder_instances=1, greedy_instances=1, max_active_rows=32, max_queued_rows=256),
+    "cpu": Target("cpu", "python", CPU, "in_process", max_batch_size=8, max_active_rows=32, max_queued_rows=256),
+    "gpu-onnxruntime": Target("gpu-onnxruntime", "onnxruntime", GPU, "bls", max_batch_size=64, max_active_rows=128,
+                              max_queued_rows=1024, warmup=True),
+    "gpu-tensorrt": Target("gpu-tensorrt", "tensorrt", GPU, "bls", max_batch_size=64, max_active_rows=128,
+                           max_queued_rows=1024, split_decoder=True, warmup=True),
 }
 
 
@@ -88,32 +108,93 @@ def generation_outputs() -> list:
             _tensor(mc.ModelOutput, "output_scores", mc.TYPE_FP32, [1])]
 
 
+def _graph_model(name: str, signature: dict, target: Target, batch: int) -> mc.ModelConfig:
+    """A model serving one exported graph with the target's backend; batch 0 = no batch dim."""
+    config = mc.ModelConfig(name=name, max_batch_size=batch)
+    if target.graph_backend == "tensorrt":
+        config.platform = "tensorrt_plan"
+    else:
+        config.backend = target.graph_backend
+    config.input.extend(_graph_tensors(mc.ModelInput, signature["inputs"], batched=batch > 0))
+    config.output.extend(_graph_tensors(mc.ModelOutput, signature["outputs"], batched=batch > 0))
+    config.instance_group.add(count=1, kind=target.instance_kind)
+    if target.graph_backend == "python":
+        _params(config, intra_op_threads=0)
+    if target.ort_tensorrt_precision and target.graph_backend == "onnxruntime":
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        accelerator.parameters["precision_mode"] = target.ort_tensorrt_precision
+        accelerator.parameters["max_workspace_size_bytes"] = str(4 << 30)
+    if target.warmup:
+        _warmup(config, signature, batch)
+    return config
+
+
+def _warmup(config: mc.ModelConfig, signature: dict, batch: int) -> None:
+    """One zero-filled request of modest shape, so the first real request finds the backend
+    initialised (CUDA context, kernels, TensorRT profiles). Token id 0 is `<pad>`: valid.
+    Decoders get one new token; a with-past graph a cache of one position; the merged graph
+    runs its first-step branch (`use_cache_branch` false)."""
+    inputs = signature["inputs"]
+    is_decoder = "encoder_attention_mask" in inputs
+    with_past = any(n.startswith("past_key_values.") for n in inputs) and "use_cache_branch" not in inputs
+
+    def size(name: str, axis: int) -> int:
+        if axis == 0:
+            return 1
+        if name.startswith("past_key_values."):
+            return 1
+        if is_decoder and name == "input_ids":
+            return 1
+        if is_decoder and name == "attention_mask":
+            return 2 if with_past else 1
+        return 16  # encoder positions
+
+    sample = config.model_warmup.add(name="zeros", batch_size=1)
+    for name, (dtype, dims) in inputs.items():
+        shape = [d if d > 0 else size(name, axis) for axis, d in enumerate(dims)]
+        sample.inputs[name].data_type = ONNX_TO_TRITON[dtype]
+        sample.inputs[name].dims.extend(shape[1:] if batch else shape)
+        sample.inputs[name].zero_data = True
+
+
 def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
-    """All four models' configs for `target`, from the export manifest."""
-    encoder_sig = manifest["graphs"]["t5_encoder"]
-    decoder_sig = manifest["graphs"]["t5_decoder"]
+    """Every model's config for `target`, from the export manifest."""
+    graphs = manifest["graphs"]
+    encoder_sig = graphs["t5_encoder"]
     hidden_dims = encoder_sig["outputs"]["last_hidden_state"][1][1:]  # [-1, d_model]
     batch = target.max_batch_size
-    cpu = target.instance_kind
+    configs: dict[str, mc.ModelConfig] = {}
+    limits = dict(max_input_tokens=MAX_INPUT_TOKENS, vocab_size=manifest["vocab_size"])
 
-    encoder = mc.ModelConfig(name="t5_encoder", backend=target.graph_backend, max_batch_size=batch)
-    encoder.input.extend(_graph_tensors(mc.ModelInput, encoder_sig["inputs"], batched=True))
-    encoder.output.extend(_graph_tensors(mc.ModelOutput, encoder_sig["outputs"], batched=True))
+    encoder = _graph_model("t5_encoder", encoder_sig, target, batch)
     encoder.dynamic_batching.max_queue_delay_microseconds = 0  # batch only what already waits
-    encoder.instance_group.add(count=target.encoder_instances, kind=cpu)
-    _params(encoder, max_input_tokens=MAX_INPUT_TOKENS, vocab_size=manifest["vocab_size"], intra_op_threads=0)
+    encoder.instance_group[0].count = target.encoder_instances
+    _params(encoder, **limits)
+    configs["t5_encoder"] = encoder
+    # One place checks the token ids, for every target, before any backend sees them.
+    validate = mc.ModelConfig(name="t5_validate", backend="python", max_batch_size=batch)
+    validate.input.extend([_tensor(mc.ModelInput, n, mc.TYPE_INT64, [-1]) for n in ("input_ids", "attention_mask")])
+    validate.output.extend([_tensor(mc.ModelOutput, f"valid_{n}", mc.TYPE_INT64, [-1])
+                            for n in ("input_ids", "attention_mask")])
+    validate.dynamic_batching.max_queue_delay_microseconds = 0
+    validate.instance_group.add(count=1, kind=CPU)
+    _params(validate, **limits)
+    configs["t5_validate"] = validate
 
     # Decode steps of different requests have different cache lengths, so Triton cannot batch
-    # them; t5_greedy batches its own rows. Hence no batch dimension in this config.
-    decoder = mc.ModelConfig(name="t5_decoder", backend=target.graph_backend, max_batch_size=0)
-    decoder.input.extend(_graph_tensors(mc.ModelInput, decoder_sig["inputs"], batched=False))
-    decoder.output.extend(_graph_tensors(mc.ModelOutput, decoder_sig["outputs"], batched=False))
-    decoder.instance_group.add(count=1, kind=cpu)
-    _params(decoder, intra_op_threads=0, load_session="lazy" if target.decoder_mode == "in_process" else "eager")
+    # them; t5_greedy batches its own rows. Hence no batch dimension in the decoder configs.
+    if target.split_decoder:
+        configs["t5_decoder_init"] = _graph_model("t5_decoder_init", graphs["t5_decoder_init"], target, 0)
+        decoder_sig = graphs["t5_decoder_with_past"]
+    else:
+        decoder_sig = graphs["t5_decoder"]
+    decoder = _graph_model("t5_decoder", decoder_sig, target, 0)
+    if target.graph_backend == "python":
+        _params(decoder, load_session="lazy" if target.decoder_mode == "in_process" else "eager")
+    configs["t5_decoder"] = decoder
 
     past = [n for n in decoder_sig["inputs"] if n.startswith("past_key_values.")]
     _, past_dims = decoder_sig["inputs"][past[0]]
-    d_model = decoder_sig["inputs"]["encoder_hidden_states"][1][2]
     greedy = mc.ModelConfig(name="t5_greedy", backend="python", max_batch_size=batch)
     greedy.input.extend([
         _tensor(mc.ModelInput, "encoder_hidden_states", mc.TYPE_FP32, hidden_dims),
@@ -122,13 +203,17 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     ])
     greedy.output.extend(generation_outputs())
     greedy.dynamic_batching.max_queue_delay_microseconds = 0
-    greedy.instance_group.add(count=target.greedy_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+    greedy.instance_group.add(count=1, kind=target.instance_kind)  # one scheduler batches every request
     _params(greedy, decoder_mode=target.decoder_mode, decoder_model="t5_decoder",
+            decoder_init_model="t5_decoder_init" if target.split_decoder else "",
             decoder_graph="t5_decoder/1/model.onnx", intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS,
             max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
             max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows, batching=target.batching,
             decoder_signature=json.dumps({"past_names": past, "num_heads": past_dims[1], "head_dim": past_dims[3],
-                                          "d_model": d_model}))
+                                          "d_model": hidden_dims[-1]}))
+    if target.on_gpu:
+        _params(greedy, FORCE_CPU_ONLY_INPUT_TENSORS="no")
+    configs["t5_greedy"] = greedy
 
     qa = mc.ModelConfig(name="t5_qa", platform="ensemble", max_batch_size=batch)
     qa.input.extend([
@@ -138,26 +223,31 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     ])
     qa.output.extend(generation_outputs())
     qa.ensemble_scheduling.step.add(
+        model_name="t5_validate", model_version=-1, input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
+        output_map={"valid_input_ids": "valid_input_ids", "valid_attention_mask": "valid_attention_mask"})
+    ids, mask = "valid_input_ids", "valid_attention_mask"
+    qa.ensemble_scheduling.step.add(
         model_name="t5_encoder", model_version=-1,
-        input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
+        input_map={"input_ids": ids, "attention_mask": mask},
         output_map={"last_hidden_state": "encoder_hidden_states"})
     qa.ensemble_scheduling.step.add(
         model_name="t5_greedy", model_version=-1,
-        input_map={"encoder_hidden_states": "encoder_hidden_states", "attention_mask": "attention_mask",
+        input_map={"encoder_hidden_states": "encoder_hidden_states", "attention_mask": mask,
                    "max_new_tokens": "max_new_tokens"},
         output_map={t.name: t.name for t in generation_outputs()})
     _params(qa, model_source=manifest["model"], demo_model=str(bool(manifest["demo"])).lower(),
             target=target.name, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
             max_input_tokens=MAX_INPUT_TOKENS)
-    configs = {c.name: c for c in (encoder, decoder, greedy, qa)}
+    configs["t5_qa"] = qa
     configs.update(text_configs(manifest, target, configs))
     return configs
 
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
-                     batching: str | None = None) -> dict[str, Path]:
-    """Write `<model>/config.pbtxt` for every model; return their paths. `decoder_mode` and
-    `batching` override the target's choices."""
+                     batching: str | None = None, ort_tensorrt_precision: str | None = None) -> dict[str, Path]:
+    """Write `<model>/config.pbtxt` for every model of `target` and remove the configs of
+    models it does not serve; return the paths written. `decoder_mode`, `batching` and
+    `ort_tensorrt_precision` override the target's choices."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}")
     if decoder_mode not in (None, *DECODER_MODES):
@@ -170,8 +260,15 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
     if batching not in (None, "iteration", "request"):
         raise ValueError(f"unknown batching {batching!r}; choose 'iteration' or 'request'")
     chosen = replace(TARGETS[target], decoder_mode=decoder_mode or TARGETS[target].decoder_mode,
-                     batching=batching or TARGETS[target].batching)
-    for name, config in build_configs(manifest, chosen).items():
+                     batching=batching or TARGETS[target].batching,
+                     ort_tensorrt_precision=ort_tensorrt_precision or TARGETS[target].ort_tensorrt_precision)
+    configs = build_configs(manifest, chosen)
+    for stale in repository.glob("*/config.pbtxt"):  # a model of another target must not load
+        if stale.parent.name not in configs and stale.read_text().startswith("# Generated by"):
+            stale.unlink()
+            if not any(p.is_file() for p in stale.parent.rglob("*")):  # nothing committed in it
+                shutil.rmtree(stale.parent)
+    for name, config in configs.items():
         path = repository / name / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
         (path.parent / "1").mkdir(exist_ok=True)
@@ -192,9 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", choices=("iteration", "request"), default=None,
                         help="t5_greedy admits new requests at every step (iteration, default) or only into an "
                              "empty batch (request: the baseline of the benchmark)")
+    parser.add_argument("--ort-tensorrt", choices=("FP32", "FP16"), default=None,
+                        help="gpu-onnxruntime: enable ONNX Runtime's TensorRT execution accelerator at this precision")
     args = parser.parse_args(argv)
     try:
-        for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching).values():
+        for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching,
+                                     args.ort_tensorrt).values():
             print(path)
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)

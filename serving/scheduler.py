@@ -44,7 +44,7 @@ class DecodeScheduler:
 
     def __init__(self, run: RunGraph, signature: DecoderSignature, max_active_rows: int = 32,
                  max_queued_rows: int = 256, observe: Callable[[SchedulerStats], None] | None = None,
-                 join_running: bool = True):
+                 join_running: bool = True, arrays=None):
         """`observe` is called from the scheduler thread after every iteration. With
         `join_running=False` waiting requests are admitted only when the batch is empty:
         request-level batching, kept for comparison in the benchmark."""
@@ -55,7 +55,8 @@ class DecodeScheduler:
         self.max_queued_rows = max_queued_rows
         self.stats = SchedulerStats()
         self._observe = observe
-        self._batch = DecodeBatch(self._timed_run, signature)
+        self._arrays = arrays
+        self._batch = DecodeBatch(self._timed_run, signature, arrays)
         self._queue: deque[list[Sequence]] = deque()
         self._queued_rows = 0
         self._wake = threading.Condition()
@@ -125,7 +126,7 @@ class DecodeScheduler:
                 self._batch.step()
             except Exception as error:  # noqa: BLE001 - report to every affected request, keep serving
                 failed = admitted + [row for row in self._batch.rows if row not in admitted]
-                self._batch = DecodeBatch(self._timed_run, self._signature)
+                self._batch = DecodeBatch(self._timed_run, self._signature, self._arrays)
                 self._fail(failed, error)
             self.stats.iterations += 1
             self.stats.busy_seconds += time.perf_counter() - start

@@ -8,9 +8,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-
-class InvalidRequest(ValueError):
-    """A request the model refuses; its message goes back to the caller as INVALID_ARGUMENT."""
+from serving.validation import InvalidRequest  # noqa: F401 - the models import it from here
 
 
 def parameters(args: dict) -> dict[str, str]:

@@ -31,7 +31,7 @@ def test_export_is_reused_and_installed(tmp_path, checkpoint, repository):
     stamp = (workdir / GRAPHS["t5_decoder"]).stat().st_mtime_ns
     again = export_model(str(checkpoint), workdir)
     assert again == first and (workdir / GRAPHS["t5_decoder"]).stat().st_mtime_ns == stamp
-    assert not (workdir / "decoder_with_past_model.onnx").exists()
+    assert (workdir / "decoder_with_past_model.onnx").is_file()  # TensorRT builds from the split graphs
     target = tmp_path / "repo"
     install(workdir, target)
     assert (target / "t5_encoder" / "1" / "model.onnx").is_file()

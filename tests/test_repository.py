@@ -11,7 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from serving.repository import TARGETS, build_configs
 
-MODELS = ["t5_encoder", "t5_decoder", "t5_greedy", "t5_qa"]
+MODELS = ["t5_validate", "t5_encoder", "t5_decoder", "t5_greedy", "t5_qa"]
 
 
 def parse(path) -> mc.ModelConfig:
@@ -27,6 +27,48 @@ def test_every_config_parses_with_the_triton_schema(repository):
     for name in MODELS:
         config = parse(repository / name / "config.pbtxt")
         assert config.name == name
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_writes_configs_triton_parses(manifest, target, tmp_path):
+    """Each target's configs, written and parsed back with Triton's protobuf schema."""
+    from serving.repository import write_repository
+
+    (tmp_path / "export_manifest.json").write_text(json.dumps(manifest))
+    written = write_repository(tmp_path, target)
+    for name, path in written.items():
+        config = parse(path)
+        assert config.name == name
+        assert config.platform == "ensemble" or config.backend or config.platform == "tensorrt_plan"
+    kinds = {parse(written[n]).instance_group[0].kind for n in ("t5_encoder", "t5_decoder")}
+    assert kinds == ({mc.ModelInstanceGroup.KIND_CPU} if target == "cpu" else {mc.ModelInstanceGroup.KIND_GPU})
+    if target != "cpu":
+        greedy = parse(written["t5_greedy"])
+        assert greedy.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+        assert greedy.parameters["decoder_mode"].string_value == "bls"
+        assert parse(written["t5_encoder"]).model_warmup, "GPU graph models warm up"
+    assert ("t5_decoder_init" in written) == (target == "gpu-tensorrt")
+
+
+def test_switching_target_removes_the_other_targets_models(manifest, tmp_path):
+    from serving.repository import write_repository
+
+    (tmp_path / "export_manifest.json").write_text(json.dumps(manifest))
+    write_repository(tmp_path, "gpu-tensorrt")
+    assert (tmp_path / "t5_decoder_init" / "config.pbtxt").is_file()
+    write_repository(tmp_path, "cpu")
+    assert not (tmp_path / "t5_decoder_init").exists(), "a model folder without config would fail to load"
+
+
+def test_onnxruntime_tensorrt_accelerator_is_optional(manifest, tmp_path):
+    from serving.repository import write_repository
+
+    (tmp_path / "export_manifest.json").write_text(json.dumps(manifest))
+    plain = parse(write_repository(tmp_path, "gpu-onnxruntime")["t5_encoder"])
+    assert not plain.optimization.execution_accelerators.gpu_execution_accelerator
+    fast = parse(write_repository(tmp_path, "gpu-onnxruntime", ort_tensorrt_precision="FP16")["t5_encoder"])
+    accelerator = fast.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -52,10 +94,21 @@ def test_ensemble_steps_connect(manifest, target):
         assert available[output.name] == (output.data_type, list(output.dims))
 
 
-def test_tensor_names_match_the_onnx_graphs(repository):
-    for name in ("t5_encoder", "t5_decoder"):
-        graph = onnx.load(str(repository / name / "1" / "model.onnx"), load_external_data=False).graph
-        config = parse(repository / name / "config.pbtxt")
+GRAPH_FILES = {  # target -> model -> the ONNX graph it serves (TensorRT: builds its engine from)
+    "cpu": {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"},
+    "gpu-onnxruntime": {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"},
+    "gpu-tensorrt": {"t5_encoder": "encoder_model.onnx", "t5_decoder_init": "decoder_model.onnx",
+                     "t5_decoder": "decoder_with_past_model.onnx"},
+}
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_tensor_names_match_the_onnx_graphs(repository, manifest, export_dir, target):
+    assert set(GRAPH_FILES) == set(TARGETS)
+    configs = build_configs(manifest, TARGETS[target])
+    for name, filename in GRAPH_FILES[target].items():
+        graph = onnx.load(str(export_dir / filename), load_external_data=False).graph
+        config = configs[name]
         assert [t.name for t in config.input] == [i.name for i in graph.input]
         assert [t.name for t in config.output] == [o.name for o in graph.output]
 

@@ -167,3 +167,58 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         reference = hf_generate(hf_model, ids, np.ones_like(ids), limit)[0]
         assert sequence.tokens == reference[: len(sequence.tokens)].tolist()
         assert not reference[len(sequence.tokens):].any()
+
+
+def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model):
+    """The GPU targets' array path (PyTorch tensors, kept on the device there), here on the
+    CPU: states, cache and logits are torch tensors end to end; tokens and scores match."""
+    import torch
+
+    from serving.arrays import TorchArrays
+    from serving.greedy import greedy_generate
+
+    def run_torch(feed, outputs):  # the decoder graph behind a torch interface, as BLS+DLPack gives it
+        host = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()}
+        return {k: torch.from_numpy(v) for k, v in runtime.run_decoder(host, outputs).items()}
+
+    ids, mask = prompts.encode_batch(PAIRS[10:16])
+    states = torch.from_numpy(runtime.encode(ids, mask))
+    ours = greedy_generate(run_torch, runtime.signature, states, mask, np.full(len(ids), 32), arrays=TorchArrays())
+    numpy_path = greedy_generate(runtime.run_decoder, runtime.signature, states.numpy(), mask, np.full(len(ids), 32))
+    reference = hf_generate(hf_model, ids, mask, 32)
+    for row in range(len(ids)):
+        length = ours.lengths[row]
+        assert ours.tokens[row, :length].tolist() == reference[row, :length].tolist()
+        assert not reference[row, length:].any()
+    np.testing.assert_allclose(ours.scores, numpy_path.scores, atol=1e-5)
+
+
+def test_split_decoder_graphs_match_generate(export_dir, runtime, prompts, hf_model):
+    """The two decoder graphs TensorRT builds from (first step, later steps), routed as
+    `t5_greedy` routes them on the gpu-tensorrt target, give generate's tokens."""
+    from serving.greedy import greedy_generate, split_feed
+    from serving.onnx_runtime import open_session, run_graph
+
+    init = open_session(str(export_dir / "decoder_model.onnx"))
+    with_past = open_session(str(export_dir / "decoder_with_past_model.onnx"))
+
+    def run_split(feed, outputs):
+        first, feed = split_feed(feed, runtime.signature)
+        return run_graph(init if first else with_past, feed, outputs)
+
+    ids, mask = prompts.encode_batch(PAIRS[20:28])
+    ours = greedy_generate(run_split, runtime.signature, runtime.encode(ids, mask), mask, np.full(len(ids), 32))
+    reference = hf_generate(hf_model, ids, mask, 32)
+    for row in range(len(ids)):
+        length = ours.lengths[row]
+        assert ours.tokens[row, :length].tolist() == reference[row, :length].tolist()
+        assert not reference[row, length:].any()
+
+
+def test_tensorrt_graphs_have_no_control_flow(export_dir):
+    """TensorRT cannot build If/Loop around network outputs (NVIDIA/TensorRT#2723)."""
+    import onnx
+
+    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+        graph = onnx.load(str(export_dir / name), load_external_data=False).graph
+        assert not {n.op_type for n in graph.node} & {"If", "Loop", "Scan"}, name

@@ -10,7 +10,10 @@ row: new token ids (`</s>` included when emitted), their count, their mean log-p
 
 `decoder_mode` (set per target by `serving.repository`) says where the step runs:
 `in_process` opens `t5_decoder`'s graph here (cpu: no copy of the cache between processes),
-`bls` calls the `t5_decoder` model through BLS (GPU targets).
+`bls` calls the `t5_decoder` model through BLS (GPU targets), or, when `decoder_init_model` is
+set (TensorRT), the first step on that model and later steps on `t5_decoder`. On GPU targets
+(`FORCE_CPU_ONLY_INPUT_TENSORS: no`) the states and the cache are PyTorch tensors on the
+device, exchanged with the decoder models through DLPack: no host round trip per step.
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.greedy import DecoderSignature, Sequence, Tensors, collect
-from serving.onnx_runtime import open_session, run_graph
+from serving.arrays import NumpyArrays, TorchArrays
+from serving.greedy import DecoderSignature, Sequence, Tensors, collect, split_feed
 from serving.scheduler import DecodeScheduler, QueueFull
 from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
 
@@ -87,27 +90,56 @@ class TritonPythonModel:
         self.default_new_tokens = int(params["default_new_tokens"])
         self.cap = int(params["max_new_tokens_cap"])
         signature = DecoderSignature(**json.loads(params["decoder_signature"]))
+        self.signature = signature
+        self.decoder_init_model = params.get("decoder_init_model", "")
+        self.on_device = params.get("FORCE_CPU_ONLY_INPUT_TENSORS") == "no"
+        self.arrays = TorchArrays() if self.on_device else NumpyArrays()
         run = self.run_decoder_bls
         if params["decoder_mode"] == "in_process":
+            from serving.onnx_runtime import open_session, run_graph  # cpu only: the GPU image has no onnxruntime
             graph = Path(args["model_repository"]).parent / params["decoder_graph"]
             session = open_session(str(graph), int(params["intra_op_threads"]))
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         self.metrics = SchedulerMetrics()
-        self.scheduler = DecodeScheduler(run, signature, int(params["max_active_rows"]),
-                                         int(params["max_queued_rows"]), observe=self.metrics.update,
+        self.scheduler = DecodeScheduler(run, signature, int(params["max_active_rows"]), arrays=self.arrays,
+                                         max_queued_rows=int(params["max_queued_rows"]), observe=self.metrics.update,
                                          join_running=params.get("batching", "iteration") == "iteration").start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
+        model = self.decoder_model
+        if self.decoder_init_model:  # split graphs: neither has the merged graph's switch
+            first, feed = split_feed(feed, self.signature)
+            model = self.decoder_init_model if first else self.decoder_model
         request = pb_utils.InferenceRequest(
-            model_name=self.decoder_model, requested_output_names=outputs,
-            inputs=[pb_utils.Tensor(name, value) for name, value in feed.items()])
+            model_name=model, requested_output_names=outputs,
+            inputs=[self.to_triton(name, value) for name, value in feed.items()])
         result = request.exec()
         if result.has_error():
-            raise RuntimeError(f"{self.decoder_model}: {result.error().message()}")
-        return {name: pb_utils.get_output_tensor_by_name(result, name).as_numpy() for name in outputs}
+            raise RuntimeError(f"{model}: {result.error().message()}")
+        return {name: self.from_triton(pb_utils.get_output_tensor_by_name(result, name)) for name in outputs}
+
+    def to_triton(self, name: str, value):
+        if isinstance(value, np.ndarray):
+            return pb_utils.Tensor(name, value)
+        from torch.utils.dlpack import to_dlpack
+        return pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
+
+    def from_triton(self, tensor):
+        """A request's or response's tensor as the loop's array type (device tensors stay put)."""
+        if not self.on_device:
+            return tensor.as_numpy()
+        from torch.utils.dlpack import from_dlpack
+        return from_dlpack(tensor.to_dlpack())
+
+    def host(self, request, name: str) -> np.ndarray | None:
+        """A small input as a host array, wherever Triton placed it."""
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None or tensor.is_cpu():
+            return input_array(request, name)
+        return self.from_triton(tensor).cpu().numpy()
 
     def limits(self, request, rows: int) -> np.ndarray:
-        value = input_array(request, "max_new_tokens")
+        value = self.host(request, "max_new_tokens")
         if value is None:
             return np.full(rows, self.default_new_tokens, dtype=np.int64)
         value = value.reshape(rows).astype(np.int64)
@@ -119,10 +151,10 @@ class TritonPythonModel:
     def execute(self, requests: list) -> None:
         for request in requests:
             sender = request.get_response_sender()
-            states = input_array(request, "encoder_hidden_states")
-            mask = input_array(request, "attention_mask")
+            states = self.from_triton(pb_utils.get_input_tensor_by_name(request, "encoder_hidden_states"))
+            mask = self.host(request, "attention_mask")
             try:
-                if mask.shape != states.shape[:2]:
+                if tuple(mask.shape) != tuple(states.shape[:2]):
                     raise InvalidRequest(f"attention_mask shape {list(mask.shape)} does not match "
                                          f"encoder_hidden_states shape {list(states.shape)}")
                 limits = self.limits(request, len(states))
