@@ -13,6 +13,7 @@ METRICS_PORT ?= 8002
 SETUP_STAMP := $(VENV)/.setup-done
 
 include deploy/deploy.mk
+include evaluation/eval.mk
 
 PRECISION ?= bf16
 

@@ -1,4 +1,13 @@
-"""Typed client errors; each message names the problem."""
+"""Typed client errors; each message names the problem.
+
+    QAError
+    ├── InvalidInput          refused before sending (empty text, too long, out of range)
+    │   └── InvalidArgument   refused by the server (INVALID_ARGUMENT / HTTP 400): never retried
+    └── ServerError           the server failed the request; `.status` is what it said
+        ├── RequestTimeout    the call ran past its timeout (also a `TimeoutError`)
+        └── ServerUnavailable cannot reach the server, after the retries (also a `ConnectionError`)
+"""
+from __future__ import annotations
 
 
 class QAError(Exception):
@@ -15,3 +24,23 @@ class ServerError(QAError):
     def __init__(self, message: str, status: str | None = None):
         super().__init__(message)
         self.status = status
+
+
+class InvalidArgument(ServerError, InvalidInput):
+    """The server refused the request as invalid (INVALID_ARGUMENT, HTTP 400). Never retried:
+    sending it again cannot succeed."""
+
+
+class RequestTimeout(ServerError, TimeoutError):
+    """The call did not complete within its timeout (DEADLINE_EXCEEDED). Not retried: the
+    caller's time is spent."""
+
+
+class ServerUnavailable(ServerError, ConnectionError):
+    """The server could not be reached (UNAVAILABLE, connection refused or reset), also after
+    the bounded retries; `attempts` and `elapsed_s` say how hard the client tried."""
+
+    def __init__(self, message: str, status: str | None = None, attempts: int = 1, elapsed_s: float = 0.0):
+        super().__init__(message, status)
+        self.attempts = attempts
+        self.elapsed_s = elapsed_s

@@ -1,8 +1,8 @@
 """Prompt building and tokenization with the model's own `tokenizers` file.
 
 The fine-tuned model was trained on `question: {q}  context: {c}` (two spaces before
-`context:`) followed by exactly one `</s>`, which the T5 tokenizer appends itself. Long inputs
-lose the end of the context, never any of the question.
+`context:`) followed by exactly one `</s>`, which the T5 tokenizer appends itself. `encode` cuts a
+long context's end, never any of the question; `client.windows` splits it instead.
 """
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def prompt_text(question: str, context: str) -> str:
     return f"question: {question}  context: {context}"
 
 
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt's whole tokenization, never truncated: what windowing and truncation cut from."""
+
+    ids: list[int]  # `</s>` last
+    prefix: int  # tokens before the context: `question: {q}  context:`
+    spans: list[tuple[int, int]]  # character spans, within the context, of the tokens ids[prefix:-1]
+
+
 @dataclass
 class PromptEncoder:
     """Turns (question, context) pairs into padded `input_ids`/`attention_mask` arrays."""
@@ -47,39 +56,60 @@ class PromptEncoder:
     tokenizer: Tokenizer
     max_tokens: int = MAX_INPUT_TOKENS
 
-    def encode(self, question: str, context: str) -> list[int]:
+    def tokens(self, question: str, context: str) -> PromptTokens:
         for name, text in (("question", question), ("context", context)):
             if not isinstance(text, str):
                 raise InvalidInput(f"{name} must be a string, got {type(text).__name__}")
             if not text.strip():
                 raise InvalidInput(f"{name} is empty")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:  # a lone surrogate, e.g. from undecodable bytes
+                raise InvalidInput(f"{name} is not valid UTF-8: {error.reason} at character {error.start}") from None
         text = prompt_text(question, context)
         encoding = self.tokenizer.encode(text)
         ids = encoding.ids
         if ids[-1:] != [EOS_ID]:
             raise InvalidInput("tokenizer does not append </s>: use the T5 tokenizer.json")
-        if len(ids) <= self.max_tokens:
-            return ids
         context_start = len(text) - len(context)
-        question_tokens = sum(1 for start, _ in encoding.offsets[:-1] if start < context_start)
-        if question_tokens >= self.max_tokens - 1:
+        offsets = encoding.offsets[:-1]
+        prefix = sum(1 for start, _ in offsets if start < context_start)
+        spans = [(start - context_start, end - context_start) for start, end in offsets[prefix:]]
+        return PromptTokens(ids, prefix, spans)
+
+    def check_question_fits(self, prompt: PromptTokens) -> None:
+        if prompt.prefix >= self.max_tokens - 1:
             raise InvalidInput(
-                f"question is too long: {question_tokens} tokens with the prompt, "
+                f"question is too long: {prompt.prefix} tokens with the prompt, "
                 f"leaving no room for context within {self.max_tokens} tokens")
-        return ids[: self.max_tokens - 1] + [EOS_ID]
+
+    def encode(self, question: str, context: str) -> list[int]:
+        """The prompt's ids; a context too long for `max_tokens` loses its end (see
+        `client.windows` to answer from all of it)."""
+        return self.truncate(self.tokens(question, context))
+
+    def truncate(self, prompt: PromptTokens) -> list[int]:
+        if len(prompt.ids) <= self.max_tokens:
+            return prompt.ids
+        self.check_question_fits(prompt)
+        return prompt.ids[: self.max_tokens - 1] + [EOS_ID]
 
     def encode_batch(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded int64 `input_ids` and `attention_mask`, `[len(pairs), longest]`."""
         if not pairs:
             raise InvalidInput("no questions given")
-        rows = [self.encode(q, c) for q, c in pairs]
-        width = max(map(len, rows))
-        input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = row
-            attention_mask[i, : len(row)] = 1
-        return input_ids, attention_mask
+        return pad([self.encode(q, c) for q, c in pairs])
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True).strip()
+
+
+def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 `input_ids` and `attention_mask`, `[len(rows), longest]`."""
+    width = max(map(len, rows))
+    input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = row
+        attention_mask[i, : len(row)] = 1
+    return input_ids, attention_mask

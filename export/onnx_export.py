@@ -7,7 +7,9 @@ weights are loaded once). Its T5 config is extended with the decoder's `attentio
 decode step with left-padded caches (see `serving.greedy`). They become
 `t5_encoder/1/model.onnx` and `t5_decoder/1/model.onnx`;
 `export_manifest.json` at the repository root records where they came from and how they
-validated, and the config generator reads it.
+validated, and the config generator reads it. The checkpoint's `tokenizer.json` (which
+Optimum saves beside the graphs) goes to `serving.text_repository.TOKENIZER_FILE` for the text
+endpoint, so that the server tokenizes with the exported model's own tokenizer.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from transformers import AutoConfig
 
 from export.demo_model import is_demo
 from export.validate import validate_export
+from serving.text_repository import TOKENIZER_FILE
 
 TASK = "text2text-generation-with-past"
 GRAPHS = {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"}
@@ -125,5 +128,17 @@ def install(workdir: Path, repository: Path) -> dict:
             target.hardlink_to(workdir / filename)
         except OSError:
             shutil.copyfile(workdir / filename, target)
+    install_tokenizer(workdir, repository)
     (repository / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def install_tokenizer(workdir: Path, repository: Path) -> Path:
+    """Copy the export's `tokenizer.json` to where the text endpoint's models load it."""
+    source = workdir / "tokenizer.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} not found: the export of a checkpoint with a fast tokenizer writes it")
+    target = repository / TOKENIZER_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
