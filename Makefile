@@ -14,6 +14,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 
 include deploy/deploy.mk
 include evaluation/eval.mk
+include loadtest/loadtest.mk
 
 PRECISION ?= bf16
 
@@ -23,10 +24,11 @@ help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
 setup: $(SETUP_STAMP)  ## create .venv with the pinned dependencies
-$(SETUP_STAMP): requirements/server.txt pyproject.toml
+$(SETUP_STAMP): requirements/server.txt requirements/loadtest.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip==24.3.1
 	$(PYTHON) -m pip install --quiet -r requirements/server.txt
+	$(PYTHON) -m pip install --quiet -r requirements/loadtest.txt
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	$(PYTHON) -m pip check
 	touch $@

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.server import Ports
+from serving.server import RESTRICTED_APIS, Ports, resolve_admin_key, server_flags
 
 IMAGE = "t5qa-triton:24.10"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,10 @@ class DockerTritonServer:
     exit_timeout_s: int = 30
     name: str = "t5qa-triton"
     process: subprocess.Popen | None = None
+    admin_key: str | None = None  # as TritonServer: None -> $T5QA_ADMIN_KEY, else random
+
+    def __post_init__(self) -> None:
+        self.admin_key, _ = resolve_admin_key(self.admin_key)
 
     def build(self) -> None:
         subprocess.run(["docker", "build", "-f", str(REPO_ROOT / "deploy/docker/Dockerfile"), "-t", IMAGE,
@@ -61,8 +65,7 @@ class DockerTritonServer:
         return ["docker", "run", "--rm", "--name", self.name, "--gpus", "all", "--shm-size=2g",
                 "-p", f"{self.ports.http}:8000", "-p", f"{self.ports.grpc}:8001", "-p", f"{self.ports.metrics}:8002",
                 "-v", f"{self.repository.resolve()}:/models:ro", IMAGE,
-                "tritonserver", "--model-repository=/models", "--model-control-mode=none",
-                f"--exit-timeout-secs={self.exit_timeout_s}", "--strict-readiness=true"]
+                "tritonserver", *server_flags("/models", Ports(), self.exit_timeout_s, RESTRICTED_APIS, self.admin_key)]
 
     def start(self) -> "DockerTritonServer":
         self.build()

@@ -7,5 +7,8 @@ from client.prompt import EOS_ID, MAX_INPUT_TOKENS, PAD_ID
 DECODER_START_ID = PAD_ID  # T5 starts decoding from the pad token
 DEFAULT_NEW_TOKENS = 32
 MAX_NEW_TOKENS_CAP = 64
+MAX_TEXT_BYTES = 262_144  # per question or context on the text endpoint; longer text is refused, not read
 
-__all__ = ["EOS_ID", "PAD_ID", "MAX_INPUT_TOKENS", "DECODER_START_ID", "DEFAULT_NEW_TOKENS", "MAX_NEW_TOKENS_CAP"]
+
+__all__ = ["EOS_ID", "PAD_ID", "MAX_INPUT_TOKENS", "DECODER_START_ID", "DEFAULT_NEW_TOKENS", "MAX_NEW_TOKENS_CAP",
+           "MAX_TEXT_BYTES"]

@@ -1,5 +1,7 @@
 """`make serve`: export the model (or a demo model if the Hub is unreachable), write the
 repository's configs, start Triton, print one demo answer, serve until Ctrl-C/SIGTERM.
+While serving, `serving.supervisor` probes the server with a real inference and restarts it
+when it stops answering (Triton does not restart a dead Python backend stub itself).
 
   python -m serving.serve --model mrm8488/t5-base-finetuned-squadv2 --demo-fallback base
 """
@@ -18,6 +20,8 @@ from export.demo_model import build_demo_model
 from export.onnx_export import export_model, install
 from serving.repository import TARGETS, write_repository
 from serving.server import Ports, TritonServer
+from serving.supervisor import (EXIT_GAVE_UP, SupervisorGaveUp, add_supervisor_arguments,
+                                supervisor_from_arguments)
 
 DEMO_QUESTION = ("Where do water droplets collide with ice crystals to form precipitation?",
                  "In meteorology, precipitation is any product of the condensation of atmospheric water "
@@ -76,13 +80,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--exit-timeout", type=int, default=30, help="seconds in-flight requests get on shutdown")
+    parser.add_argument("--no-supervise", action="store_true",
+                        help="do not probe and restart the server; exit when it exits")
+    add_supervisor_arguments(parser)
     args = parser.parse_args(argv)
 
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    if args.target != "cpu":  # NVIDIA's image on a GPU: fail before the slow export if it cannot run
+        from serving.docker import DockerTritonServer, GpuServingUnavailable, check_gpu_host, check_repository
+        try:
+            check_gpu_host()
+        except GpuServingUnavailable as error:
+            print(f"cannot serve TARGET={args.target}: {error}", file=sys.stderr)
+            return 1
     served = export_with_fallback(args.model, args.demo_fallback, args.workdir)
     install(workdir_for(served, args.workdir), args.repository)
     write_repository(args.repository, args.target)
-    server = TritonServer(args.repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
-                          exit_timeout_s=args.exit_timeout)
+    if args.target == "cpu":
+        server = TritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout)
+    else:
+        try:
+            check_repository(args.repository, args.target)
+        except GpuServingUnavailable as error:
+            print(f"cannot serve TARGET={args.target}: {error}", file=sys.stderr)
+            return 1
+        server = DockerTritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout)
+        args.no_supervise = True  # the container's restart policy (or Kubernetes) supervises it
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -97,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         if result.demo_model:
             print("   (demo model: random weights, meaningless answer)", flush=True)
         print('Ask: .venv/bin/python -m client ask --question "..." --context "..."  (Ctrl-C stops)', flush=True)
-        while not stop.is_set() and server.process.poll() is None:
-            stop.wait(1.0)
+        if args.no_supervise:
+            while not stop.is_set() and server.process.poll() is None:
+                stop.wait(1.0)
+        else:
+            supervisor_from_arguments(server, args).run(stop)
+    except SupervisorGaveUp as error:
+        print(f"supervisor: {error}", file=sys.stderr, flush=True)
+        return EXIT_GAVE_UP
     finally:
         code = server.stop()
         print(f"tritonserver stopped (exit code {code})", flush=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from serving.limits import MAX_TEXT_BYTES
+
 TOKENIZER_FILE = "t5_tokenize/1/tokenizer.json"  # relative to the repository root
 CPU = mc.ModelInstanceGroup.KIND_CPU
 
@@ -44,7 +46,8 @@ def text_configs(manifest: dict, target: object, token_configs: dict[str, mc.Mod
     extra_inputs = [t for t in qa.input if t.name not in ("input_ids", "attention_mask")]
     max_tokens = qa.parameters["max_input_tokens"].string_value
 
-    tokenize = _python_model("t5_tokenize", batch, tokenizer_file=TOKENIZER_FILE, max_input_tokens=max_tokens)
+    tokenize = _python_model("t5_tokenize", batch, tokenizer_file=TOKENIZER_FILE, max_input_tokens=max_tokens,
+                             max_text_bytes=str(MAX_TEXT_BYTES))
     tokenize.input.extend([_string(mc.ModelInput, "question"), _string(mc.ModelInput, "context")])
     tokenize.output.extend(_as(mc.ModelOutput, t) for t in token_inputs)
 

@@ -56,10 +56,21 @@ def call(protocol: str, use_async: bool, url: str, prompts, method: str, *args, 
 
 
 def ensemble_counts(raw) -> tuple[int, int, int]:
-    """t5_qa's (rows inferred, requests executed, failed requests) so far, from the server."""
-    stats = raw.get_inference_statistics("t5_qa", as_json=True)["model_stats"][0]
-    return (int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0)),
-            int(stats["inference_stats"]["fail"].get("count", 0)))
+    """t5_qa's (rows inferred, requests executed, failed requests) so far, from the server,
+    once settled: Triton may record a request's statistics just after answering it."""
+    def read() -> tuple[int, int, int]:
+        stats = raw.get_inference_statistics("t5_qa", as_json=True)["model_stats"][0]
+        return (int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0)),
+                int(stats["inference_stats"]["fail"].get("count", 0)))
+
+    previous = read()
+    for _ in range(20):
+        time.sleep(0.1)
+        current = read()
+        if current == previous:
+            return current
+        previous = current
+    return previous
 
 
 @pytest.mark.parametrize("protocol, use_async", CLIENT_KINDS)

@@ -13,10 +13,14 @@ from client.prompt import PromptEncoder, load_tokenizer, pad
 from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
 
 
-def texts(request, name: str) -> list[str]:
-    """The `name` input's strings, one per row; InvalidRequest if one is not UTF-8."""
+def texts(request, name: str, max_bytes: int) -> list[str]:
+    """The `name` input's strings, one per row; InvalidRequest if one is longer than
+    `max_bytes` (refused before any work on it) or not UTF-8."""
     values = []
     for row, value in enumerate(input_array(request, name).reshape(-1)):
+        size = len(value) if isinstance(value, bytes) else len(str(value).encode())
+        if size > max_bytes:
+            raise InvalidRequest(f"{name} (row {row}) has {size} bytes; the limit is {max_bytes} (max_text_bytes)")
         try:
             values.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
         except UnicodeDecodeError as error:
@@ -31,10 +35,13 @@ class TritonPythonModel:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: `python -m export onnx` installs the model's tokenizer there")
         self.prompts = PromptEncoder(load_tokenizer(str(path)), int(params["max_input_tokens"]))
+        self.max_text_bytes = int(params["max_text_bytes"])
 
     def encode(self, request) -> tuple[np.ndarray, np.ndarray]:
         rows = []
-        for row, pair in enumerate(zip(texts(request, "question"), texts(request, "context"))):
+        questions = texts(request, "question", self.max_text_bytes)
+        contexts = texts(request, "context", self.max_text_bytes)
+        for row, pair in enumerate(zip(questions, contexts)):
             try:
                 rows.append(self.prompts.encode(*pair))
             except InvalidInput as error:

@@ -1,0 +1,140 @@
+"""Soak: saturating load for a long time while recording the server's memory.
+
+  python -m loadtest.soak --duration 600 --users 16 --grpc-port 8001 --http-port 8000   # make soak DURATION=600
+
+Runs the Locust users of `loadtest/locustfile.py` with no pause between requests (by default
+16 users, half gRPC, half HTTP: twice the server's max batch size, enough to keep every model
+instance busy) against a server on loopback. Every `--interval` seconds it records the
+resident memory of that tritonserver (found by its `--grpc-port` flag in /proc) plus all its
+Python backend stubs into `<out>/<name>_memory.csv` (columns: elapsed_s, server_pid,
+processes, rss_kib, pss_kib; RSS counts shared memory once per process that maps it, PSS
+splits it between them).
+
+It fails (exit 1) if any request failed, if no request completed, if the server's pid changed
+or it vanished (a crash or a supervisor restart), if the aggregated p95 exceeds --p95-ms (when
+given), or if the RSS grew by more than --max-growth after warm-up: the median RSS of the last
+--window seconds against the median of the first --window seconds after --warmup. Exit 2:
+bad arguments or no server. The verdict and figures go to `<out>/<name>_gate.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from loadtest.run import (EXIT_GATE, EXIT_USAGE, LoadResult, LoadSpec, add_load_arguments, gate, run_locust,
+                          server_answers, spec_from_arguments, summary)
+from serving.server import child_pids, find_server_pid, memory_kib
+
+COLUMNS = ("elapsed_s", "server_pid", "processes", "rss_kib", "pss_kib")
+
+
+def sample(grpc_port: int) -> dict:
+    """One memory sample of the tritonserver on `grpc_port` and its children (zeros if gone)."""
+    pid = find_server_pid(grpc_port=grpc_port)
+    if pid is None:
+        return {"server_pid": 0, "processes": 0, "rss_kib": 0, "pss_kib": 0}
+    pids = [pid, *child_pids(pid)]
+    parts = [memory_kib(p) for p in pids]
+    return {"server_pid": pid, "processes": len(pids), "rss_kib": sum(p["rss"] for p in parts),
+            "pss_kib": sum(p["pss"] for p in parts)}
+
+
+def memory_verdict(rows: list[dict], warmup_s: float, window_s: float, max_growth: float) -> tuple[dict, list[str]]:
+    """Growth of RSS after warm-up, and the problems found in the memory record."""
+    problems = []
+    pids = {r["server_pid"] for r in rows}
+    if 0 in pids:
+        problems.append("the server was not running at some samples")
+    if len(pids - {0}) > 1:
+        problems.append(f"the server restarted during the soak (pids {sorted(pids - {0})})")
+    after = [r for r in rows if r["elapsed_s"] >= warmup_s and r["rss_kib"]]
+    end = after[-1]["elapsed_s"] if after else 0.0
+    first = [r["rss_kib"] for r in after if r["elapsed_s"] < warmup_s + window_s]
+    last = [r["rss_kib"] for r in after if r["elapsed_s"] > end - window_s]
+    figures = {"samples": len(rows), "peak_rss_mib": round(max((r["rss_kib"] for r in rows), default=0) / 1024, 1)}
+    if len(first) < 2 or len(last) < 2 or end - warmup_s < 2 * window_s:
+        problems.append(f"too short to judge memory: need {warmup_s + 2 * window_s:.0f} s of samples "
+                        f"(warm-up {warmup_s:.0f} s + two {window_s:.0f} s windows)")
+        return figures, problems
+    baseline, final = statistics.median(first), statistics.median(last)
+    growth = final / baseline - 1
+    figures.update(baseline_rss_mib=round(baseline / 1024, 1), final_rss_mib=round(final / 1024, 1),
+                   growth_percent=round(100 * growth, 2))
+    if growth > max_growth:
+        problems.append(f"RSS grew {100 * growth:.1f}% after warm-up ({baseline / 1024:.0f} -> "
+                        f"{final / 1024:.0f} MiB), more than {100 * max_growth:g}%")
+    return figures, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_load_arguments(parser, users=16, duration=600, name="soak")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between memory samples (default 5)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds before memory counts (default: duration/5, between 30 and 120)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="seconds averaged at each end (default: duration/10, between 10 and 60)")
+    parser.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth (default 0.05 = 5%%)")
+    args = parser.parse_args(argv)
+    try:
+        spec = spec_from_arguments(args)
+    except ValueError as error:
+        print(f"soak: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    warmup = args.warmup if args.warmup is not None else min(120.0, max(30.0, spec.duration_s / 5))
+    window = args.window if args.window is not None else min(60.0, max(10.0, spec.duration_s / 10))
+    if find_server_pid(grpc_port=spec.grpc_port) is None:
+        print(f"soak: no tritonserver with --grpc-port={spec.grpc_port} on this machine "
+              "(the soak reads its memory from /proc, so the server must run here)", file=sys.stderr)
+        return EXIT_USAGE
+    reason = server_answers(spec)
+    if reason is not None:
+        print(f"soak: the server at {spec.host}:{spec.grpc_port} does not answer: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+
+    spec.out.mkdir(parents=True, exist_ok=True)
+    outcome: dict[str, LoadResult] = {}
+    load = threading.Thread(target=lambda: outcome.setdefault("result", run_locust(spec)), daemon=True)
+    memory_csv = spec.out / f"{spec.name}_memory.csv"
+    rows: list[dict] = []
+    started = time.monotonic()
+    load.start()
+    with memory_csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        while load.is_alive():  # run_locust kills Locust past its deadline, so this ends
+            row = {"elapsed_s": round(time.monotonic() - started, 1), **sample(spec.grpc_port)}
+            rows.append(row)
+            writer.writerow(row)
+            f.flush()
+            load.join(args.interval)
+    result = outcome.get("result", LoadResult())
+    problems = gate(result, args.p95_ms)
+    # Only the loaded part counts: drop samples taken after Locust's run time (its shutdown).
+    loaded = [r for r in rows if r["elapsed_s"] <= spec.duration_s + 2]
+    figures, memory_problems = memory_verdict(loaded, warmup, window, args.max_growth)
+    problems += memory_problems
+    verdict = {"passed": not problems, "problems": problems, "warmup_s": warmup, "window_s": window,
+               "max_growth": args.max_growth, **figures, **{k: v for k, v in asdict(result).items() if k != "rows"}}
+    (spec.out / f"{spec.name}_gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    print(summary(result))
+    print(f"memory: {memory_csv} ({figures.get('samples', 0)} samples); baseline "
+          f"{figures.get('baseline_rss_mib', '?')} MiB, final {figures.get('final_rss_mib', '?')} MiB, "
+          f"peak {figures.get('peak_rss_mib', '?')} MiB, growth {figures.get('growth_percent', '?')}%")
+    if problems:
+        print("SOAK FAILED: " + "; ".join(problems), file=sys.stderr)
+        return EXIT_GATE
+    print(f"soak passed: {result.requests} requests in {spec.duration_s} s ({result.rps:.1f}/s), 0 failures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
