@@ -335,8 +335,17 @@ def main() -> None:
         for ids in inputs[:2]:
             system.call(ids, args.new_tokens)  # warm-up
         for level in args.concurrency:
+            before = scheduler_counters(system.server.ports.metrics) if isinstance(system, Triton) else None
             run = closed_loop(system, inputs, level, max(8, args.requests * level), args.new_tokens)
             rows.append(run.row())
+            if before is not None:  # the scheduler's own work per iteration, at this concurrency
+                after = scheduler_counters(system.server.ports.metrics)
+                delta = {k: after[k] - before[k] for k in after}
+                iterations = max(delta["iterations"], 1)
+                rows[-1]["mean_batch"] = round(delta["row_steps"] / iterations, 2)
+                rows[-1]["graph_ms_per_step"] = round(1000 * delta["graph_seconds"] / iterations, 1)
+                rows[-1]["overhead_ms_per_step"] = round(1000 * (delta["busy_seconds"] - delta["graph_seconds"])
+                                                         / iterations, 2)
             print(json.dumps(rows[-1]), flush=True)
         rss[system.name] = round(system.rss())
 
@@ -354,13 +363,6 @@ def main() -> None:
             measure(triton)
             saturation[batching] = max(r["answers_per_s"] for r in rows if r["system"] == triton.name)
             if batching == "iteration":
-                counters = scheduler_counters(triton.server.ports.metrics)
-                extra["overhead"] = {
-                    "iterations": int(counters["iterations"]),
-                    "mean_batch": counters["row_steps"] / counters["iterations"],
-                    "graph_ms_per_iteration": 1000 * counters["graph_seconds"] / counters["iterations"],
-                    "overhead_ms_per_iteration": 1000 * (counters["busy_seconds"] - counters["graph_seconds"])
-                    / counters["iterations"]}
                 extra["perf_analyzer"] = perf_analyzer(triton.url, inputs[0], args.new_tokens, args.concurrency, workdir)
                 rate = args.open_load * saturation["iteration"]
                 extra["open_rate"] = rate
@@ -372,9 +374,6 @@ def main() -> None:
     extra["roofline"] = roofline(args.repository, inputs, args.new_tokens, max(args.concurrency))
     extra["rss_mb"] = rss
     extra["open_load"] = args.open_load
-    if "overhead" in extra:
-        extra["overhead"]["overhead_share_of_step1"] = (extra["overhead"]["overhead_ms_per_iteration"]
-                                                        / extra["roofline"]["step_ms"]["1"])
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "benchmarks.json").write_text(json.dumps({"rows": rows, **extra}, indent=2) + "\n")
     plot(rows, args.output / "benchmarks.png")

@@ -16,6 +16,9 @@ def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads or len(os.sched_getaffinity(0))
     options.inter_op_num_threads = inter_op_threads
+    # Several sessions share the cores (encoder and decoder stubs): threads that spin while
+    # waiting for work would burn the cores the other session needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
