@@ -123,6 +123,8 @@ class DecodeBatch:
         xp = self._xp
         width = max(len(s.mask) for s in new)
         states = xp.stack([xp.pad(s.states, 0, width) for s in new])
+        for row in new:
+            row.states = None  # held by the cache from now on; do not keep the request's copy alive
         mask = np.stack([NumpyArrays.pad(s.mask, 0, width) for s in new]).astype(np.int64)
         empty = xp.zeros((len(new), self._sig.num_heads, 0, self._sig.head_dim), like=states)
         feed = {"input_ids": np.full((len(new), 1), DECODER_START_ID, np.int64),

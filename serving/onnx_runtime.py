@@ -19,6 +19,10 @@ def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
     # Several sessions share the cores (encoder and decoder stubs): threads that spin while
     # waiting for work would burn the cores the other session needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Decode batches change shape at every step (rows, cache lengths, encoder widths): ONNX
+    # Runtime's CPU arena keeps every size it ever served and grew without bound under load
+    # (soak: greedy stub 1 -> 7 GB in 10 min). Plain allocations return memory instead.
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 

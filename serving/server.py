@@ -77,6 +77,11 @@ def prepare_python_backend() -> Path:
 def server_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.pop(ADMIN_KEY_ENV, None)  # the key reaches Triton as a flag; the models need not see it
+    # The decode loop frees, from its own thread, large arrays of ever-changing sizes: keep
+    # glibc from parking that memory in per-thread arenas, and hand large blocks back at once.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "1048576")
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
