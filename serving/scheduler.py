@@ -60,7 +60,8 @@ class DecodeScheduler:
         self._queue: deque[list[Sequence]] = deque()
         self._queued_rows = 0
         self._wake = threading.Condition()
-        self._stopping = False
+        self._stopping = False  # no new work; the accepted work is finished
+        self._abort = False  # stop now
         self._thread = threading.Thread(target=self._loop, name="t5-decode-scheduler", daemon=True)
 
     def start(self) -> "DecodeScheduler":
@@ -82,15 +83,21 @@ class DecodeScheduler:
             self._wake.notify()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish nothing new: fail what is still queued or running, then end the thread."""
+        """Accept nothing new, finish what was accepted (queued and running rows) for up to
+        `timeout_s`, then fail whatever is left and end the thread. Nothing accepted is
+        dropped silently: Triton unloads the model on shutdown while requests may be in here."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         with self._wake:
+            self._abort = True
             waiting = [row for rows in self._queue for row in rows]
             self._queue.clear()
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
         self._fail(waiting + self._batch.rows, RuntimeError("the decoder was stopped"))
 
     def _timed_run(self, feed: Tensors, outputs: list[str]) -> Tensors:
@@ -106,7 +113,7 @@ class DecodeScheduler:
         with self._wake:
             while not self._stopping and not self._queue and not len(self._batch):
                 self._wake.wait()
-            if self._stopping:
+            if self._abort or (self._stopping and not self._queue and not len(self._batch)):
                 return None
             admitted: list[Sequence] = []
             if len(self._batch) and not self.join_running:

@@ -55,9 +55,10 @@ def test_limit_spreads_over_the_dev_set():
 
 
 def test_make_eval_passes_its_variables():
-    done = subprocess.run(["make", "-n", "-f", "Makefile", "-f", "evaluation/eval.mk", "eval", "LIMIT=200",
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # run under make test
+    done = subprocess.run(["make", "-n", "--no-print-directory", "eval", "LIMIT=200",
                            "URL=example:9001", "EVAL_REFERENCE=1", "EVAL_ARGS=--quiet"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     command = done.stdout.strip().splitlines()[-1]
     assert command.split() == [".venv/bin/python", "-m", "evaluation", "--url", "example:9001", "--concurrency", "4",

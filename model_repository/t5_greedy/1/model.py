@@ -181,4 +181,4 @@ class TritonPythonModel:
         return None
 
     def finalize(self) -> None:
-        self.scheduler.stop()
+        self.scheduler.stop(timeout_s=30.0)  # finish the rows in flight (shutdown drains them)
