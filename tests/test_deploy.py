@@ -16,7 +16,8 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+import tomllib
+from pathlib import PurePosixPath, Path
 
 import pytest
 
@@ -35,6 +36,8 @@ RULES_TEST = ROOT / "deploy" / "prometheus" / "t5-qa-rules.test.yaml"
 ADAPTER_VALUES = ROOT / "deploy" / "prometheus" / "prometheus-adapter-values.yaml"
 ISVC = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
 YAML2JSON = ROOT / "deploy" / "tools" / "yaml2json.py"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+PYPROJECT = ROOT / "pyproject.toml"
 
 K8S_VERSION = "1.30.0"
 RELEASE = "t5-qa"
@@ -138,6 +141,75 @@ def rule_file():
 
 def recorded_series(rule_file):
     return {r["record"] for g in rule_file["groups"] for r in g["rules"] if "record" in r}
+
+
+# --- the image: deploy/docker/Dockerfile ------------------------------------------------------
+
+def dockerfile_instructions():
+    """The Dockerfile's instructions as (INSTRUCTION, arguments, WORKDIR in effect before it):
+    continuation lines joined, comments and blank lines dropped."""
+    logical, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    assert not current, "the Dockerfile ends inside a continuation line"
+    instructions, workdir = [], PurePosixPath("/")
+    for line in logical:
+        name, _, args = line.partition(" ")
+        instructions.append((name.upper(), args.strip(), workdir))
+        if name.upper() == "WORKDIR":
+            workdir = workdir / args.strip()  # an absolute WORKDIR replaces, a relative one appends
+    return instructions
+
+
+def dockerfile_copies():
+    """(source, destination) of every COPY from the build context, destinations made absolute.
+    A directory source lands at its destination (`COPY client ./client`: /opt/x/client)."""
+    copies = []
+    for name, args, workdir in dockerfile_instructions():
+        if name not in ("COPY", "ADD"):
+            continue
+        parts = json.loads(args) if args.startswith("[") else args.split()
+        flags = [p for p in parts if p.startswith("--")]
+        if any(f.startswith("--from") for f in flags):
+            continue  # from another stage, not from the repository
+        *sources, dest = [p for p in parts if not p.startswith("--")]
+        dest_path = workdir / dest
+        for source in sources:
+            copies.append((source.strip("/").removeprefix("./") or ".", dest_path))
+    return copies
+
+
+def editable_install_dir():
+    """The WORKDIR of the `pip install ... -e .` that installs the project into the image."""
+    hits = [workdir for name, args, workdir in dockerfile_instructions()
+            if name == "RUN" and re.search(r"pip install\b.*\s-e\s+\.(\s|$)", args)]
+    assert len(hits) == 1, f"expected one editable install (pip install -e .) in {DOCKERFILE}, found {len(hits)}"
+    return hits[0]
+
+
+def test_dockerfile_copies_every_package_pyproject_lists():
+    """The image's editable install needs every package of [tool.setuptools] packages: each one
+    must be copied from the repository into the install directory, under its own name."""
+    packages = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]
+    assert packages and all((ROOT / p).is_dir() for p in packages), packages
+    install_dir = editable_install_dir()
+    copies = dockerfile_copies()
+    whole_context = any(src == "." and dest == install_dir for src, dest in copies)
+
+    def copied(source):
+        return whole_context or (source, install_dir / source) in copies
+
+    assert copied("pyproject.toml") or ("pyproject.toml", install_dir) in copies
+    missing = [p for p in packages if not copied(p)]
+    assert not missing, (f"{DOCKERFILE.relative_to(ROOT)} does not COPY {missing} into {install_dir} "
+                         f"(pyproject.toml lists them as packages); copies: {copies}")
 
 
 # --- helm lint / template + schema validation --------------------------------------------------
