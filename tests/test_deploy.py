@@ -212,6 +212,45 @@ def test_dockerfile_copies_every_package_pyproject_lists():
                          f"(pyproject.toml lists them as packages); copies: {copies}")
 
 
+# Where the deployment files name the project's directory in the image: /opt/<name with "t5">.
+PROJECT_DIR_MENTION = re.compile(r"/opt/[^/\s\"'`,:;)]*t5[^/\s\"'`,:;)]*")
+
+
+def strings_in(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings_in(key)
+            yield from strings_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings_in(item)
+
+
+def test_deploy_files_name_the_image_install_dir():
+    """values*.yaml, the chart, the KServe manifest and deploy/README.md name the project's
+    directory in the image exactly as the Dockerfile's WORKDIR of the install does."""
+    install_dir = str(editable_install_dir())
+    files = [*sorted(CHART.glob("values*.yaml")), *sorted((CHART / "templates").iterdir()), ISVC,
+             ROOT / "deploy" / "README.md"]
+    wrong = {f"{f.relative_to(ROOT)}: {m}" for f in files for m in PROJECT_DIR_MENTION.findall(f.read_text())
+             if m != install_dir}
+    assert not wrong, f"the image installs the project at {install_dir} (Dockerfile WORKDIR), but: {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("values_file", sorted(p.name for p in CHART.glob("values*.yaml")))
+def test_rendered_chart_uses_the_image_install_dir(values_file):
+    install_dir = str(editable_install_dir())
+    docs = render("-f", CHART / values_file)
+    mentions = {m for text in strings_in(docs) for m in PROJECT_DIR_MENTION.findall(text)}
+    assert mentions <= {install_dir}, mentions
+    pythonpath = env_by_name(container(docs)).get("PYTHONPATH", {}).get("value")
+    if pythonpath is not None and not pythonpath.startswith(("/models", "/mnt")):
+        # not the PVC layout: the project comes from the image
+        assert pythonpath.split(":") == [install_dir], pythonpath
+
+
 # --- helm lint / template + schema validation --------------------------------------------------
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -530,7 +569,7 @@ def test_pod_hardening_probes_and_shutdown(default_docs):
 def test_gpu_pool_scheduling(gpu_docs):
     pod = find(gpu_docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example.com/t5-qa/tritonserver:24.10-py3-t5qa.1"
-    assert env_by_name(pod["containers"][0])["PYTHONPATH"]["value"] == "/opt/t5-qa"
+    assert env_by_name(pod["containers"][0])["PYTHONPATH"]["value"] == str(editable_install_dir())
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert {"key": "dedicated", "operator": "Equal", "value": "inference", "effect": "NoSchedule"} in pod["tolerations"]
     assert "nodeAffinity" in pod["affinity"] and "podAntiAffinity" in pod["affinity"]
