@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.limits import MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP
+from serving.limits import MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP, TENSORRT_MAX_BATCH
 
 ENGINES = {"t5_encoder": "encoder_model.onnx", "t5_decoder_init": "decoder_model.onnx",
            "t5_decoder": "decoder_with_past_model.onnx"}
@@ -37,7 +37,7 @@ class TensorRTUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    max_batch: int = 64
+    max_batch: int = TENSORRT_MAX_BATCH  # serving refuses gpu-tensorrt configs above it
     max_tokens: int = MAX_INPUT_TOKENS
     max_new_tokens: int = MAX_NEW_TOKENS_CAP
 
