@@ -6,7 +6,9 @@ check/test of the recording rule, and tests that values really change the render
 
 Tools come from deploy/tools/install.sh (`make deploy-tools`) under .tools/; this module uses only
 the standard library and runs the tools as subprocesses (YAML is parsed by deploy/tools/yaml2json.py
-under .tools/venv/bin/python). Nothing here contacts a cluster or the network.
+under .tools/venv/bin/python). Nothing here contacts a cluster or the network. One test also runs the
+chart's tritonserver arguments with the project's own tritonserver (nvidia-pytriton's) on 127.0.0.1;
+it imports grpc and serving.server inside the test.
 """
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 import tomllib
+import urllib.request
 from pathlib import PurePosixPath, Path
 
 import pytest
@@ -44,7 +49,8 @@ RELEASE = "t5-qa"
 NAMESPACE = "ml"
 # Kinds without a schema in kubernetes-validate: checked structurally below, not schema-validated.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "InferenceService"}
-VALUE_SETS = {"default": [], "gpu-pool": ["-f", str(GPU_POOL_VALUES)]}
+HTTP_OPT_IN = ["--set", "server.http.enabled=true", "--set", "networkPolicy.enabled=true"]
+VALUE_SETS = {"default": [], "gpu-pool": ["-f", str(GPU_POOL_VALUES)], "http-opt-in": HTTP_OPT_IN}
 TOOL_ENV = dict(os.environ)
 
 
@@ -354,6 +360,12 @@ def test_kserve_inferenceservice(tmp_path, chart_values):
     assert re.match(r"(s3|gs)://[^/]+/", model["storageUri"])
     assert "--model-control-mode=none" in model["args"]
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # gRPC only: the runtime's HTTP endpoint is off (its own --allow-http=true comes first, the last
+    # flag wins), and the one port KServe routes to is the runtime's gRPC port, spoken as h2c.
+    assert "--allow-http=false" in model["args"]
+    assert not [a for a in model["args"] if a.startswith(("--allow-http=true", "--http-"))]
+    assert model["protocolVersion"] == "grpc-v2"
+    assert model["ports"] == [{"name": "h2c", "containerPort": 9000, "protocol": "TCP"}]
     # The embedded core/v1 parts (PodSpec fields, the model Container) are validated strictly by
     # re-assembling them into a Pod; the KServe-only fields are removed first.
     kserve_predictor_fields = {"model", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget",
@@ -450,7 +462,8 @@ def test_restricted_api_on_by_default(default_docs):
     c = container(default_docs)
     group = "model-repository,shared-memory,trace,logging:triton-admin-key=$(TRITON_RESTRICTED_API_KEY)"
     assert f"--grpc-restricted-protocol={group}" in c["args"]
-    assert f"--http-restricted-api={group}" in c["args"]
+    assert not [a for a in c["args"] if a.startswith("--http-")], "HTTP is off by default"
+    assert f"--http-restricted-api={group}" in container(render(*HTTP_OPT_IN))["args"]
     key_env = env_by_name(c)["TRITON_RESTRICTED_API_KEY"]
     assert key_env["valueFrom"]["secretKeyRef"] == {"name": "t5-qa-admin-key", "key": "key"}
 
@@ -464,7 +477,7 @@ def test_restricted_api_off_removes_args_and_key():
 def test_restricted_api_header_and_secret_from_values():
     c = container(render("--set", "server.restrictedApi.headerName=x-admin",
                          "--set", "server.restrictedApi.existingSecret=other", "--set", "server.restrictedApi.secretKey=k"))
-    assert "--http-restricted-api=model-repository,shared-memory,trace,logging:x-admin=$(TRITON_RESTRICTED_API_KEY)" in c["args"]
+    assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:x-admin=$(TRITON_RESTRICTED_API_KEY)" in c["args"]
     assert env_by_name(c)["TRITON_RESTRICTED_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "other", "key": "k"}
 
 
@@ -529,7 +542,7 @@ def test_bad_repository_settings_fail():
 def test_deployment_args(default_docs):
     args = container(default_docs)["args"]
     assert args[0] == "tritonserver"
-    for flag in ("--model-control-mode=none", "--exit-timeout-secs=30", "--http-port=8000", "--grpc-port=8001",
+    for flag in ("--model-control-mode=none", "--exit-timeout-secs=30", "--allow-http=false", "--grpc-port=8001",
                  "--metrics-port=8002", "--allow-metrics=true", "--strict-readiness=true",
                  "--model-repository=s3://my-model-bucket/t5-qa/model_repository"):
         assert flag in args, flag
@@ -555,9 +568,8 @@ def test_pod_hardening_probes_and_shutdown(default_docs):
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "8Gi"}
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp", "/dev/shm"}
-    for probe, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
-                        ("livenessProbe", "/v2/health/live")):
-        assert c[probe]["httpGet"] == {"path": path, "port": "http"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"] == {"port": 8001}, probe  # see test_probes_* below
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 600
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
     assert pod["terminationGracePeriodSeconds"] > 15 + 30
@@ -579,9 +591,132 @@ def test_gpu_pool_scheduling(gpu_docs):
 def test_service_ports(default_docs):
     ports = {p["port"]: p for p in find(default_docs, "Service")["spec"]["ports"]}
     assert ports[8001]["appProtocol"] == "grpc" and ports[8001]["name"] == "grpc"
-    assert ports[8000]["name"] == "http" and ports[8002]["name"] == "metrics"
+    assert ports[8002]["name"] == "metrics"
     container_ports = {p["name"] for p in container(default_docs)["ports"]}
     assert {p["targetPort"] for p in ports.values()} == container_ports
+
+
+def port_numbers_and_names(ports):
+    return {p.get("port", p.get("containerPort")) for p in ports} | ({p.get("name") for p in ports} - {None})
+
+
+def test_http_is_not_exposed_by_default(default_docs):
+    """Triton 2.51's HTTP endpoint can be crashed without authentication (README, Known gaps): by
+    default the server does not listen on it and nothing in the chart exposes it."""
+    c = container(default_docs)
+    assert "--allow-http=false" in c["args"]
+    assert not [a for a in c["args"] if a.startswith("--http-")], c["args"]
+    assert port_numbers_and_names(c["ports"]) == {"grpc", "metrics", 8001, 8002}
+    service_ports = find(default_docs, "Service")["spec"]["ports"]
+    assert port_numbers_and_names(service_ports) == {"grpc", "metrics", 8001, 8002}
+    assert {p["targetPort"] for p in service_ports} == {"grpc", "metrics"}
+    ingress = find(render("--set", "networkPolicy.enabled=true"), "NetworkPolicy")["spec"]["ingress"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in ingress] == [["grpc"], ["metrics"]]
+
+
+def test_http_opt_in_exposes_it():
+    docs = render(*HTTP_OPT_IN)
+    c = container(docs)
+    assert "--http-port=8000" in c["args"] and "--allow-http=false" not in c["args"]
+    assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in c["ports"]
+    service_ports = {p["name"]: p for p in find(docs, "Service")["spec"]["ports"]}
+    assert service_ports["http"] == {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP",
+                                     "appProtocol": "http"}
+    assert set(service_ports) == {"http", "grpc", "metrics"}
+    ingress = find(docs, "NetworkPolicy")["spec"]["ingress"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in ingress] == [["grpc", "http"], ["metrics"]]
+
+
+@pytest.mark.parametrize("values", [[], HTTP_OPT_IN, ["--set", "server.ports.grpc=9001"]],
+                         ids=["default", "http-opt-in", "other-grpc-port"])
+def test_probes_use_the_grpc_health_service_on_the_grpc_port(values):
+    """The kubelet's gRPC probe calls grpc.health.v1.Health/Check on the port: it must be the port
+    tritonserver serves gRPC on, and declared by the container; no probe may need HTTP."""
+    c = container(render(*values))
+    grpc_port = int(next(a for a in c["args"] if a.startswith("--grpc-port=")).split("=")[1])
+    assert {"name": "grpc", "containerPort": grpc_port, "protocol": "TCP"} in c["ports"]
+    assert "--allow-grpc=false" not in c["args"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert set(c[probe]) & {"httpGet", "tcpSocket", "exec", "grpc"} == {"grpc"}, (probe, c[probe])
+        assert c[probe]["grpc"] == {"port": grpc_port}, probe  # no service name: Triton's server-wide health
+
+
+def test_probes_need_the_health_api_unrestricted():
+    err = render_fails("--set", "server.restrictedApi.apis={model-repository,health}")
+    assert "must not include health" in err
+    assert find(render("--set", "server.restrictedApi.enabled=false", "--set", "server.restrictedApi.apis={health}"),
+                "Deployment")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def grpc_health_check(port):
+    """What the kubelet's gRPC probe does: grpc.health.v1.Health/Check with service "" (raw protobuf:
+    an empty request; the response's field 1 is the status, SERVING = 1)."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                    response_deserializer=lambda b: b)
+        return check(b"", timeout=5)
+
+
+@pytest.mark.parametrize("http", [False, True], ids=["default", "http-opt-in"])
+def test_rendered_server_args_on_tritonserver(http, tmp_path):
+    """The pod's tritonserver arguments as rendered, run by the tritonserver 2.51 that nvidia-pytriton
+    ships (the version of the chart's 24.10 image) over an empty repository: the probes' gRPC health
+    check answers SERVING, the metrics port serves Prometheus, and HTTP listens only with the opt-in."""
+    from serving.server import TRITON_HOME, server_environment
+
+    ports = {name: free_port() for name in ("http", "grpc", "metrics")}
+    values = ["--set", f"server.http.enabled={str(http).lower()}"]
+    for name, port in ports.items():
+        values += ["--set", f"server.ports.{name}={port}"]
+    c = container(render(*values))
+    assert c["args"][0] == "tritonserver"
+    repository = tmp_path / "model_repository"
+    repository.mkdir()
+    args = [f"--model-repository={repository}" if a.startswith("--model-repository=") else
+            a.replace("$(TRITON_RESTRICTED_API_KEY)", "k" * 32)  # the kubelet expands it from the Secret
+            for a in c["args"][1:]]
+    args += ["--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"] + (["--http-address=127.0.0.1"] if http else [])
+    probe_ports = {c[p]["grpc"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probe_ports == {ports["grpc"]}
+    log = tmp_path / "tritonserver.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(TRITON_HOME / "bin" / "tritonserver"), *args], env=server_environment(),
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(ports["grpc"]):
+            assert server.poll() is None, f"tritonserver exited {server.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert grpc_health_check(ports["grpc"]) == b"\x08\x01", "gRPC health: SERVING"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5) as response:
+            assert response.status == 200 and "# HELP nv_" in response.read().decode()
+        if http:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/v2/health/ready", timeout=5) as response:
+                assert response.status == 200
+        else:
+            assert not port_open(ports["http"]), "nothing may listen on the HTTP port by default"
+    finally:
+        server.terminate()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_termination_grace_must_exceed_prestop_plus_exit_timeout():
@@ -608,7 +743,7 @@ def test_pdb(default_docs, gpu_docs):
 def test_network_policy(gpu_docs):
     ingress = find(gpu_docs, "NetworkPolicy")["spec"]["ingress"]
     ports = [sorted(p["port"] for p in rule["ports"]) for rule in ingress]
-    assert ports == [["grpc", "http"], ["metrics"]]
+    assert ports == [["grpc"], ["metrics"]]
     assert ingress[1]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
 

@@ -105,6 +105,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.server.restrictedApi.enabled (not .Values.server.restrictedApi.existingSecret) -}}
 {{- fail "server.restrictedApi.existingSecret is required when server.restrictedApi.enabled is true" -}}
 {{- end -}}
+{{- if and .Values.server.restrictedApi.enabled (has "health" .Values.server.restrictedApi.apis) -}}
+{{- fail "server.restrictedApi.apis must not include health: the kubelet's gRPC probes cannot send the key header, so every probe would fail" -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -118,7 +121,11 @@ which the kubelet expands from the container env (Triton itself does not expand 
 - {{ printf "--model-repository=%s" (include "t5-qa.modelRepositoryPath" .) | quote }}
 - "--model-control-mode=none"
 - {{ printf "--exit-timeout-secs=%d" (int $s.exitTimeoutSeconds) | quote }}
+{{- if $s.http.enabled }}
 - {{ printf "--http-port=%d" (int $s.ports.http) | quote }}
+{{- else }}
+- "--allow-http=false"
+{{- end }}
 - {{ printf "--grpc-port=%d" (int $s.ports.grpc) | quote }}
 - {{ printf "--metrics-port=%d" (int $s.ports.metrics) | quote }}
 - "--allow-metrics=true"
@@ -129,7 +136,9 @@ which the kubelet expands from the container env (Triton itself does not expand 
 {{- if $s.restrictedApi.enabled }}
 {{- $group := printf "%s:%s=$(%s)" (join "," $s.restrictedApi.apis) $s.restrictedApi.headerName (include "t5-qa.restrictedKeyEnv" .) }}
 - {{ printf "--grpc-restricted-protocol=%s" $group | quote }}
+{{- if $s.http.enabled }}
 - {{ printf "--http-restricted-api=%s" $group | quote }}
+{{- end }}
 {{- end }}
 {{- range $s.extraArgs }}
 - {{ . | quote }}
