@@ -89,6 +89,7 @@ def main() -> None:
     from transformers import T5ForConditionalGeneration
 
     from client.prompt import PromptEncoder, load_tokenizer
+    from contract.tokens import TokenIds
     from export.__main__ import workdir_for
     from export.demo_model import build_demo_model
     from export.onnx_export import export_model
@@ -104,7 +105,7 @@ def main() -> None:
         build_demo_model(args.checkpoint.rsplit("-", 1)[1], Path(args.checkpoint))
     workdir = workdir_for(args.checkpoint, Path("build/onnx"))
     export_model(args.checkpoint, workdir)
-    prompts = PromptEncoder(load_tokenizer())
+    prompts = PromptEncoder.from_tokenizer(load_tokenizer(str(workdir / "tokenizer.json")))
     pairs = squad_pairs(400, stride=7)
     question = min(pairs, key=lambda p: abs(len(prompts.encode(*p)) - 180))
     single = np.array([prompts.encode(*question)])
@@ -112,6 +113,7 @@ def main() -> None:
     new = 16
 
     model = T5ForConditionalGeneration.from_pretrained(args.checkpoint).cuda().eval()
+    token_ids = TokenIds.from_model_config(model.config)
 
     def generate(ids: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(ids).cuda()
@@ -140,7 +142,7 @@ def main() -> None:
         def ours_ort(ids: np.ndarray) -> np.ndarray:
             states = encoder.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
             run = lambda feed, outputs: dict(zip(outputs, decoder.run(outputs, feed)))  # noqa: E731
-            return greedy_generate(run, signature, states, np.ones_like(ids), np.full(len(ids), new),
+            return greedy_generate(run, signature, token_ids, states, np.ones_like(ids), np.full(len(ids), new),
                                    arrays=NumpyArrays()).tokens
 
         tokens = ours_ort(single)[0]
@@ -168,7 +170,7 @@ def main() -> None:
 
         def ours_trt(ids: np.ndarray) -> np.ndarray:
             states = encoder({"input_ids": ids, "attention_mask": np.ones_like(ids)}, ["last_hidden_state"])
-            return greedy_generate(run_split, signature, states["last_hidden_state"].float(), np.ones_like(ids),
+            return greedy_generate(run_split, signature, token_ids, states["last_hidden_state"].float(), np.ones_like(ids),
                                    np.full(len(ids), new), arrays=TorchArrays()).tokens
 
         tokens = ours_trt(single)[0]

@@ -21,6 +21,8 @@ from transformers import T5ForConditionalGeneration
 
 from client import QAClient
 from client.prompt import PromptEncoder, load_tokenizer
+from contract.tokens import TokenIds
+from serving.text_repository import TOKENIZER_FILE
 from serving.greedy import greedy_generate
 from serving.onnx_runtime import OrtSeq2Seq
 from tests.inputs import squad_pairs
@@ -56,11 +58,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    prompts = PromptEncoder(load_tokenizer())
+    prompts = PromptEncoder.from_tokenizer(load_tokenizer(str(args.repository / TOKENIZER_FILE)))
     question, context = pick_question(prompts, args.prompt_tokens)
     ids = np.array([prompts.encode(question, context)], dtype=np.int64)
     mask = np.ones_like(ids)
     model = T5ForConditionalGeneration.from_pretrained(args.checkpoint).eval()
+    tokens = TokenIds.from_model_config(model.config)
     ort = OrtSeq2Seq(str(args.repository / "t5_encoder/1/model.onnx"), str(args.repository / "t5_decoder/1/model.onnx"))
     client = QAClient(args.url, tokenizer=prompts.tokenizer)
 
@@ -70,7 +73,8 @@ def main() -> None:
                                   max_new_tokens=args.new_tokens, do_sample=False, num_beams=1)[0, 1:].numpy()
 
     def run_ort() -> np.ndarray:
-        result = greedy_generate(ort.step, ort.encode(ids, mask), mask, np.array([args.new_tokens]))
+        result = greedy_generate(ort.run_decoder, ort.signature, tokens, ort.encode(ids, mask), mask,
+                                 np.array([args.new_tokens]))
         return result.tokens[0]
 
     def run_triton() -> np.ndarray:

@@ -35,6 +35,7 @@ from client.prompt import PromptEncoder, load_tokenizer
 from serving.onnx_runtime import OrtSeq2Seq
 from serving.repository import write_repository
 from serving.server import Ports, TritonServer
+from serving.text_repository import TOKENIZER_FILE
 from tests.inputs import squad_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -232,7 +233,9 @@ def open_loop(system, inputs: list[np.ndarray], rate: float, duration_s: float, 
 def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concurrency: int) -> dict:
     """Answers/s if the server did nothing but one encoder call per request (not batched) and
     `new_tokens` decode steps at batch `concurrency`, timed in-process with ONNX Runtime."""
+    from contract.tokens import TokenIds
     from serving.greedy import DecodeBatch, Sequence
+    tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
     ort = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
     encoder_ms = []
     for ids in inputs[:5]:
@@ -243,7 +246,7 @@ def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concur
             for ids in (inputs * concurrency)[:concurrency]]
     step_ms: dict[int, float] = {}
     for batch_size in sorted({1, concurrency}):
-        batch = DecodeBatch(ort.run_decoder, ort.signature)
+        batch = DecodeBatch(ort.run_decoder, ort.signature, tokens)
         batch.admit([Sequence(r.states, r.mask, 10_000) for r in rows[:batch_size]])
         times = []
         for _ in range(new_tokens):
@@ -323,8 +326,8 @@ def main() -> None:
 
     workdir = REPO_ROOT / "build/bench"
     workdir.mkdir(parents=True, exist_ok=True)
-    TOKENIZER = load_tokenizer()
-    prompts = PromptEncoder(TOKENIZER)
+    TOKENIZER = load_tokenizer(str(args.repository / TOKENIZER_FILE))
+    prompts = PromptEncoder.from_tokenizer(TOKENIZER)
     inputs = [np.array([prompts.encode(q, c)], dtype=np.int64) for q, c in squad_pairs(64, stride=181)]
     rows: list[dict] = []
     rss: dict[str, float] = {}

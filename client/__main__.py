@@ -59,7 +59,8 @@ def answer_options() -> argparse.ArgumentParser:
     group.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
                        help=f"context tokens shared by consecutive windows (default {DEFAULT_STRIDE})")
     group.add_argument("--tokenizer", default=None,
-                       help="tokenizer.json path or Hub id (default: $T5QA_TOKENIZER, ../shared/data/t5-base, t5-base)")
+                       help="tokenizer.json path or Hub id (default: $T5QA_TOKENIZER, then the served model's own in "
+                            "./model_repository/t5_tokenize/1/, then the Hub's t5-base)")
     return common
 
 

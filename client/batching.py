@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from client.errors import InvalidInput
-from client.prompt import PromptEncoder, pad
+from client.prompt import PromptEncoder
 from client.results import Answer, apply_threshold
 from client.windows import DEFAULT_STRIDE, Window, choose, context_windows, whole_or_truncated
 
@@ -58,7 +58,7 @@ class Plan:
         self.chunks = []
         for start in range(0, len(by_length), batch_size):
             rows = by_length[start: start + batch_size]
-            self.chunks.append(Chunk(rows, *pad([self._ids(r) for r in rows])))
+            self.chunks.append(Chunk(rows, *prompts.pad([self._ids(r) for r in rows])))
         self._left = [len(w) for w in self.windows]  # rows still unanswered, per pair
 
     def _ids(self, row: int) -> list[int]:

@@ -87,9 +87,15 @@ class ClientCore:
 
     @cached_property
     def prompts(self) -> PromptEncoder:
-        """Loaded on first use: `health` and raw `generate` calls need no tokenizer."""
+        """Loaded on first use (`health` and raw `generate` calls need no tokenizer), with the
+        tokenizer's own ids; requests use `prompts_for` the served model."""
         tokenizer = self._tokenizer
-        return PromptEncoder(tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer))
+        return PromptEncoder.from_tokenizer(tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer))
+
+    def prompts_for(self, config: dict) -> PromptEncoder:
+        """The prompt encoder with the served model's `</s>`/`<pad>` ids and input limit."""
+        parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+        return self.prompts.served(parameters)
 
     def _request(self, config: dict, input_ids: np.ndarray, attention_mask: np.ndarray,
                  max_new_tokens: int | None) -> dict[str, np.ndarray]:
@@ -104,7 +110,7 @@ class ClientCore:
     def plan_for(self, config: dict, pairs: list[tuple[str, str]]) -> Plan:
         """The prompt windows and server-sized chunks that answering `pairs` sends."""
         batch = int(config.get("max_batch_size", 1)) or 1
-        return Plan(self.prompts, list(pairs), batch, self.long_context, self.stride)
+        return Plan(self.prompts_for(config), list(pairs), batch, self.long_context, self.stride)
 
     def _answers(self, config: dict, plan: Plan, results: list[ChunkResult]) -> list[Answer]:
         answers = plan.answers(results, self.no_answer_threshold, is_demo(config))

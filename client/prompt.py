@@ -3,11 +3,14 @@
 The fine-tuned model was trained on `question: {q}  context: {c}` (two spaces before
 `context:`) followed by exactly one `</s>`, which the T5 tokenizer appends itself. `encode` cuts a
 long context's end, never any of the question; `client.windows` splits it instead.
+
+The `</s>` and `<pad>` ids are the served model's (`t5_qa`'s config parameters, written from the
+checkpoint's config at export); offline, `PromptEncoder.from_tokenizer` takes the tokenizer's own.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +18,20 @@ from tokenizers import Tokenizer
 
 from client.errors import InvalidInput
 
-MAX_INPUT_TOKENS = 512
-EOS_ID = 1
-PAD_ID = 0
+MAX_INPUT_TOKENS = 512  # offline default; a served model's limit is its config's `max_input_tokens`
 DEFAULT_TOKENIZER = "google-t5/t5-base"
-_SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "t5-base" / "tokenizer.json"
+# The exported model's own tokenizer, where `make serve` installs it: found when the client runs
+# from the root of the project that serves the model.
+SERVED_TOKENIZER = Path("model_repository") / "t5_tokenize" / "1" / "tokenizer.json"
 
 
 def load_tokenizer(source: str | None = None) -> Tokenizer:
-    """Load from a `tokenizer.json` path or a Hub id. Without one: `$T5QA_TOKENIZER`, then the
-    t5-base tokenizer in `../shared/data` when present, then the Hub's t5-base."""
+    """Load from a `tokenizer.json` path (or a folder holding one) or a Hub id. Without one:
+    `$T5QA_TOKENIZER`, then `model_repository/t5_tokenize/1/tokenizer.json` under the current
+    directory (the served model's own), then the Hub's t5-base."""
     source = source or os.environ.get("T5QA_TOKENIZER")
     if source is None:
-        source = str(_SHARED_TOKENIZER) if _SHARED_TOKENIZER.is_file() else DEFAULT_TOKENIZER
+        source = str(SERVED_TOKENIZER) if SERVED_TOKENIZER.is_file() else DEFAULT_TOKENIZER
     path = Path(source)
     if path.is_dir():
         path = path / "tokenizer.json"
@@ -54,7 +58,23 @@ class PromptEncoder:
     """Turns (question, context) pairs into padded `input_ids`/`attention_mask` arrays."""
 
     tokenizer: Tokenizer
+    eos_id: int  # `</s>`, which ends every prompt
+    pad_id: int  # fills the rows of a batch after their end
     max_tokens: int = MAX_INPUT_TOKENS
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer, max_tokens: int = MAX_INPUT_TOKENS) -> "PromptEncoder":
+        """With the tokenizer's own `</s>` and `<pad>` ids (offline use)."""
+        eos, pad_id = tokenizer.token_to_id("</s>"), tokenizer.token_to_id("<pad>")
+        if eos is None or pad_id is None:
+            raise InvalidInput("tokenizer has no </s> or <pad> token: use the T5 tokenizer.json")
+        return cls(tokenizer, eos, pad_id, max_tokens)
+
+    def served(self, parameters: dict[str, str]) -> "PromptEncoder":
+        """This encoder with the served model's ids and input limit (`t5_qa`'s config
+        parameters, as plain strings); those the server does not publish stay as they are."""
+        keys = {"eos_id": "eos_token_id", "pad_id": "pad_token_id", "max_tokens": "max_input_tokens"}
+        return replace(self, **{field: int(parameters[key]) for field, key in keys.items() if parameters.get(key)})
 
     def tokens(self, question: str, context: str) -> PromptTokens:
         for name, text in (("question", question), ("context", context)):
@@ -69,8 +89,8 @@ class PromptEncoder:
         text = prompt_text(question, context)
         encoding = self.tokenizer.encode(text)
         ids = encoding.ids
-        if ids[-1:] != [EOS_ID]:
-            raise InvalidInput("tokenizer does not append </s>: use the T5 tokenizer.json")
+        if ids[-1:] != [self.eos_id]:
+            raise InvalidInput(f"tokenizer does not append </s> (id {self.eos_id}): use the model's T5 tokenizer.json")
         context_start = len(text) - len(context)
         offsets = encoding.offsets[:-1]
         prefix = sum(1 for start, _ in offsets if start < context_start)
@@ -92,22 +112,26 @@ class PromptEncoder:
         if len(prompt.ids) <= self.max_tokens:
             return prompt.ids
         self.check_question_fits(prompt)
-        return prompt.ids[: self.max_tokens - 1] + [EOS_ID]
+        return prompt.ids[: self.max_tokens - 1] + [self.eos_id]
 
     def encode_batch(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded int64 `input_ids` and `attention_mask`, `[len(pairs), longest]`."""
         if not pairs:
             raise InvalidInput("no questions given")
-        return pad([self.encode(q, c) for q, c in pairs])
+        return self.pad([self.encode(q, c) for q, c in pairs])
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True).strip()
 
+    def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded int64 `input_ids` and `attention_mask`, `[len(rows), longest]`."""
+        return pad(rows, self.pad_id)
 
-def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+
+def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded int64 `input_ids` and `attention_mask`, `[len(rows), longest]`."""
     width = max(map(len, rows))
-    input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
         input_ids[i, : len(row)] = row

@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-SIZES = ("base", "tiny")  # export.demo_model.SIZES; imported lazily: `engines` runs without torch
-
 DEFAULT_MODEL = "mrm8488/t5-base-finetuned-squadv2"
 
 
@@ -27,15 +25,28 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo-model", help="write a seeded random-weight T5 checkpoint")
-    demo.add_argument("--size", choices=sorted(SIZES), default="base", help="t5-base architecture or a tiny one")
+    demo.add_argument("--size", default="base",
+                      help="layout: base, small, tiny, tiny-deep-decoder, tiny-narrow-heads, tiny-v1.1, "
+                           "tiny-relative-buckets (export.demo_model.SIZES)")
     demo.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--weights", choices=("safetensors", "bin"), default="safetensors",
+                      help="model.safetensors or pytorch_model.bin")
+    demo.add_argument("--tokenizer-format", choices=("tokenizer.json", "spiece.model"), default="tokenizer.json",
+                      help="save the fast tokenizer, or only the SentencePiece model (as 2020-era Hub repositories)")
+    demo.add_argument("--realistic", action="store_true",
+                      help="logits in the hundreds and answers that stop early at different steps, as trained "
+                           "checkpoints have (needs the SQuAD dev set in ../shared/data)")
 
     onnx = commands.add_parser("onnx", help="export, validate against PyTorch, install into the repository")
     onnx.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (never replaced by a demo model)")
     onnx.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     onnx.add_argument("--workdir", type=Path, default=Path("build/onnx"), help="where exports are kept and reused")
-    onnx.add_argument("--atol", type=float, default=1e-4, help="largest |logit difference| accepted")
+    onnx.add_argument("--atol", type=float, default=None,
+                      help="validation: |logit difference| accepted at any scale (default: export.validate.ATOL)")
+    onnx.add_argument("--rtol", type=float, default=None,
+                      help="validation: |logit difference| accepted per unit of the step's max |logit| "
+                           "(default: export.validate.RTOL)")
 
     engines = commands.add_parser("engines", help="TensorRT engines for the gpu-tensorrt target (needs a GPU)")
     engines.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint exported by `onnx` before")
@@ -59,12 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo-model":
         from export.demo_model import build_demo_model
-        print(build_demo_model(args.size, args.output, args.seed))
+        try:
+            print(build_demo_model(args.size, args.output, args.seed, weights=args.weights,
+                                   tokenizer_format=args.tokenizer_format, realistic=args.realistic))
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
         return 0
     from export.onnx_export import export_model, install
-    from export.validate import ValidationError
+    from export.validate import ATOL, RTOL, ValidationError
+    tolerance = (ATOL if args.atol is None else args.atol, RTOL if args.rtol is None else args.rtol)
     try:
-        manifest = export_model(args.model, workdir_for(args.model, args.workdir), args.atol)
+        manifest = export_model(args.model, workdir_for(args.model, args.workdir), *tolerance)
     except ValidationError as error:
         print(f"export failed validation: {error}", file=sys.stderr)
         return 1

@@ -25,8 +25,9 @@ from optimum.exporters.onnx.base import ConfigBehavior
 from optimum.exporters.onnx.model_configs import T5OnnxConfig
 from transformers import AutoConfig
 
+from contract.tokens import TokenIds
 from export.demo_model import is_demo
-from export.validate import validate_export
+from export.validate import ATOL, RTOL, validate_export
 from serving.text_repository import TOKENIZER_FILE
 
 TASK = "text2text-generation-with-past"
@@ -35,7 +36,7 @@ GRAPHS = {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merge
 # `make engines` builds them into t5_decoder_init (first step) and t5_decoder (later steps).
 SPLIT_GRAPHS = {"t5_decoder_init": "decoder_model.onnx", "t5_decoder_with_past": "decoder_with_past_model.onnx"}
 MANIFEST = "export_manifest.json"
-EXPORTER_VERSION = 3  # bump when the graphs change, so older exports are not reused
+EXPORTER_VERSION = 4  # bump when the graphs change, so older exports are not reused
 
 
 class T5WithDecoderMaskOnnxConfig(T5OnnxConfig):
@@ -85,7 +86,7 @@ def graph_signature(path: Path) -> dict:
     return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
 
 
-def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
+def export_model(model: str, workdir: Path, atol: float = ATOL, rtol: float = RTOL) -> dict:
     """Export and validate `model` into `workdir`; return the manifest. Reuses a previous
     export of the same checkpoint found there."""
     manifest_path = workdir / MANIFEST
@@ -102,13 +103,13 @@ def export_model(model: str, workdir: Path, atol: float = 1e-4) -> dict:
     started = time.monotonic()
     main_export(model, workdir, task=TASK, custom_onnx_configs=onnx_configs(config), do_validation=False)
     exported = time.monotonic() - started
-    report = validate_export(model, workdir / GRAPHS["t5_encoder"], workdir / GRAPHS["t5_decoder"], atol)
+    report = validate_export(model, workdir / GRAPHS["t5_encoder"], workdir / GRAPHS["t5_decoder"], atol, rtol)
     manifest = {
         "model": model,
         "source_key": key,
         "exporter": EXPORTER_VERSION,
         "demo": is_demo(config),
-        "vocab_size": config.vocab_size,
+        "token_ids": TokenIds.from_model_config(config).as_dict(),
         "graphs": {name: graph_signature(workdir / f) for name, f in {**GRAPHS, **SPLIT_GRAPHS}.items()},
         "export_seconds": round(exported, 1),
         "validation": report.as_dict(),

@@ -1,18 +1,24 @@
 """Numerical validation of the exported graphs against the PyTorch model they came from.
 
-On a fixed set of prompts, greedy decoding through ONNX Runtime (the same loop that
-`t5_greedy` runs) must give the same tokens as `transformers` `generate`, and every step's
-logits must agree within `atol`. Any difference fails the export."""
+On fixed prompts, greedy decoding through ONNX Runtime (the same loop that `t5_greedy` runs)
+must give the tokens of the PyTorch reference (`export.reference`), and at every step where a
+row is still being decoded its logits must agree within `atol + rtol * max|logit|`: trained
+checkpoints have logits in the hundreds, where float32 summation order alone moves them by
+~1e-3. A token that differs only where the reference's top two logits lie within that
+tolerance is a tie, counted, not a failure. Anything else fails the export with the prompt,
+the step and the difference in the message."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from client.prompt import PromptEncoder
+from contract.tokens import TokenIds
+from export.reference import Reference, greedy_reference
 from serving.greedy import greedy_generate
 from serving.onnx_runtime import OrtSeq2Seq
 
@@ -26,6 +32,7 @@ VALIDATION_PAIRS = [
     ("How many legs does a spider have?", "Spiders are arachnids. They have eight legs and two body segments."),
 ]
 NEW_TOKENS = 16
+ATOL, RTOL = 1e-4, 1e-3
 
 
 class ValidationError(RuntimeError):
@@ -36,57 +43,81 @@ class ValidationError(RuntimeError):
 class ValidationReport:
     prompts: int
     new_tokens: int
+    answer_lengths: list[int]  # tokens per prompt, `</s>` included: early stops show here
+    max_abs_logit: float  # largest |logit| of the reference: the scale of the tolerance
     max_abs_logit_diff: float
+    worst_tolerance_share: float  # max over steps of |Δlogit| / (atol + rtol * max|logit|); <= 1 passes
     atol: float
+    rtol: float
     tokens_identical: bool
+    near_ties: list[str] = field(default_factory=list)  # "prompt i step t": a tie broken the other way
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def validate_export(checkpoint: str, encoder: Path, decoder: Path, atol: float = 1e-4) -> ValidationReport:
+def validate_export(checkpoint: str, encoder: Path, decoder: Path, atol: float = ATOL,
+                    rtol: float = RTOL) -> ValidationReport:
     """Compare the graphs with `checkpoint`; raise ValidationError on any mismatch."""
-    encoder_prompts = PromptEncoder(AutoTokenizer.from_pretrained(checkpoint).backend_tokenizer)
-    input_ids, attention_mask = encoder_prompts.encode_batch(VALIDATION_PAIRS)
     model = T5ForConditionalGeneration.from_pretrained(checkpoint).eval()
-    with torch.inference_mode():
-        reference = model.generate(
-            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
-            max_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1,
-            output_logits=True, return_dict_in_generate=True)
-    ref_tokens = reference.sequences[:, 1:].numpy()
-    ref_logits = torch.stack(reference.logits, dim=1).float().numpy()  # [batch, steps, vocab]
+    tokens = TokenIds.from_model_config(model.config)
+    prompts = PromptEncoder(AutoTokenizer.from_pretrained(checkpoint).backend_tokenizer, tokens.eos, tokens.pad)
+    input_ids, attention_mask = prompts.encode_batch(VALIDATION_PAIRS)
+    reference = greedy_reference(model, input_ids, attention_mask, NEW_TOKENS)
 
     runtime = OrtSeq2Seq(str(encoder), str(decoder))
-    step_logits: list[np.ndarray] = []
+    logits: dict[int, list[np.ndarray]] = defaultdict(list)  # row -> its logits, one per step
 
-    def recording_run(feed, outputs):
-        result = runtime.run_decoder(feed, outputs)
-        step_logits.append(result["logits"][:, -1, :])
-        return result
+    def record(rows: list[int], step_logits: np.ndarray) -> None:
+        for row, values in zip(rows, step_logits):
+            logits[row].append(np.array(values, dtype=np.float32))
 
-    states = runtime.encode(input_ids, attention_mask)
-    ours = greedy_generate(recording_run, runtime.signature, states, attention_mask,
-                           np.full(len(input_ids), NEW_TOKENS))
-    diff = _max_logit_diff(ref_logits, step_logits, ours.lengths)
-    identical = all(
-        np.array_equal(ref_tokens[i, : ours.lengths[i]], ours.tokens[i, : ours.lengths[i]])
-        and not ref_tokens[i, ours.lengths[i]:].any()
-        for i in range(len(input_ids)))
-    report = ValidationReport(len(input_ids), NEW_TOKENS, diff, atol, identical)
-    if not identical:
-        raise ValidationError(f"greedy tokens differ from PyTorch generate: {report.as_dict()}")
-    if not diff <= atol:
-        raise ValidationError(f"max |logit difference| {diff:.3g} exceeds {atol:g}: {report.as_dict()}")
+    ours = greedy_generate(runtime.run_decoder, runtime.signature, tokens,
+                           runtime.encode(input_ids, attention_mask), attention_mask,
+                           np.full(len(input_ids), NEW_TOKENS), on_logits=record)
+    comparison = _Comparison(atol, rtol)
+    for row in range(len(input_ids)):
+        comparison.row(row, reference, ours.tokens[row, : ours.lengths[row]].tolist(), logits[row])
+    report = ValidationReport(
+        len(input_ids), NEW_TOKENS, ours.lengths.tolist(), float(np.abs(reference.logits).max()),
+        comparison.max_diff, comparison.worst_share, atol, rtol, not comparison.failures and not comparison.ties,
+        comparison.ties)
+    if comparison.failures:
+        raise ValidationError("; ".join(comparison.failures) + f". Report: {report.as_dict()}")
     return report
 
 
-def _max_logit_diff(reference: np.ndarray, steps: list[np.ndarray], lengths: np.ndarray) -> float:
-    """Largest |Δlogit| over the steps where each row was still being decoded. Our loop drops
-    finished rows, so step t's logits cover the rows with length > t, in order."""
-    worst = 0.0
-    for t, logits in enumerate(steps):
-        rows = np.flatnonzero(lengths > t)
-        worst = max(worst, float(np.abs(reference[rows, t] - logits).max()))
-    return worst
+class _Comparison:
+    """Accumulates the per-row comparison of our tokens and logits with the reference's."""
 
+    def __init__(self, atol: float, rtol: float):
+        self.atol, self.rtol = atol, rtol
+        self.max_diff = self.worst_share = 0.0
+        self.failures: list[str] = []
+        self.ties: list[str] = []
+
+    def row(self, row: int, reference: Reference, ours: list[int], logits: list[np.ndarray]) -> None:
+        expected = reference.answer(row)
+        for step in range(min(len(ours), len(expected))):
+            ref = reference.logits[row, step]
+            allowed = self.atol + self.rtol * float(np.abs(ref).max())
+            diff = float(np.abs(ref - logits[step]).max())
+            self.max_diff = max(self.max_diff, diff)
+            self.worst_share = max(self.worst_share, diff / allowed if allowed else (np.inf if diff else 0.0))
+            where = f"prompt {row} ({VALIDATION_PAIRS[row][0]!r}) step {step}"
+            if diff > allowed:
+                self.failures.append(f"{where}: max |logit difference| {diff:.3g} exceeds {allowed:.3g} "
+                                     f"(atol {self.atol:g} + rtol {self.rtol:g} x max |logit| "
+                                     f"{float(np.abs(ref).max()):.3g})")
+                return
+            if ours[step] != expected[step]:
+                gap = float(ref[expected[step]] - ref[ours[step]])
+                if gap > allowed:
+                    self.failures.append(f"{where}: token {ours[step]} instead of {expected[step]} "
+                                         f"(reference logits {gap:.3g} apart)")
+                else:
+                    self.ties.append(f"prompt {row} step {step}")
+                return
+        if len(ours) != len(expected):
+            self.failures.append(f"prompt {row} ({VALIDATION_PAIRS[row][0]!r}): {len(ours)} tokens instead of "
+                                 f"{len(expected)} ({ours} vs {expected})")

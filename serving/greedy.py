@@ -22,12 +22,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from contract.tokens import TokenIds
 from serving.arrays import NumpyArrays
-from serving.limits import DECODER_START_ID, EOS_ID, PAD_ID
 
 Tensors = dict[str, np.ndarray]
 RunGraph = Callable[[Tensors, list[str]], Tensors]
 """Runs the merged decoder graph: (feed, requested output names) -> outputs by name."""
+LogitsHook = Callable[[list["Sequence"], np.ndarray], None]
+"""Sees each decoder call's live rows and their next-token logits `[rows, vocab]` (validation)."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,14 @@ class DecodeBatch:
     for t5-base at batch 16 is ~240 MB of cross-attention keys and values; joining rows fill
     holes in place. The arrays are compacted only when holes outnumber the rows."""
 
-    def __init__(self, run: RunGraph, signature: DecoderSignature, arrays=None):
-        """`arrays` (`serving.arrays`) handles the states, cache and logits; NumPy by default."""
+    def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, arrays=None,
+                 on_logits: LogitsHook | None = None):
+        """`tokens`: the checkpoint's decoder start, `</s>` and pad ids. `arrays`
+        (`serving.arrays`) handles the states, cache and logits; NumPy by default."""
         self._run = run
         self._sig = signature
+        self._tokens = tokens
+        self._on_logits = on_logits
         self._xp = arrays or NumpyArrays()
         self.slots: list[Sequence | None] = []  # None: a hole
         self._cache: Tensors = {}  # self-attention [B, H, P, D] (left-padded), cross [B, H, S, D]
@@ -127,7 +133,7 @@ class DecodeBatch:
             row.states = None  # held by the cache from now on; do not keep the request's copy alive
         mask = np.stack([NumpyArrays.pad(s.mask, 0, width) for s in new]).astype(np.int64)
         empty = xp.zeros((len(new), self._sig.num_heads, 0, self._sig.head_dim), like=states)
-        feed = {"input_ids": np.full((len(new), 1), DECODER_START_ID, np.int64),
+        feed = {"input_ids": np.full((len(new), 1), self._tokens.decoder_start, np.int64),
                 "attention_mask": np.ones((len(new), 1), np.int64),
                 "encoder_attention_mask": mask, "encoder_hidden_states": states,
                 "use_cache_branch": np.array([False]), **{n: empty for n in self._sig.past_names}}
@@ -162,7 +168,7 @@ class DecodeBatch:
                 self._last[i] = self.slots[i].tokens[-1]
             else:
                 self.slots[i] = None
-                self._last[i] = PAD_ID
+                self._last[i] = self._tokens.pad
                 self._decoder_mask[i] = 0
         holes = len(self.slots) - len(self)
         if holes and holes >= len(self):
@@ -170,12 +176,14 @@ class DecodeBatch:
 
     def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
         """Greedy token per row; finished rows are reported. Returns which rows go on."""
+        if self._on_logits is not None:
+            self._on_logits(rows, logits)
         chosen, log_probs = self._xp.choose(logits)
         running = []
         for row, token, log_prob in zip(rows, chosen, log_probs):
             row.tokens.append(token)
             row.log_prob += log_prob
-            done = token == EOS_ID or len(row.tokens) >= row.limit
+            done = token == self._tokens.eos or len(row.tokens) >= row.limit
             if done and row.on_done is not None:
                 row.on_done(row)
             running.append(not done)
@@ -248,29 +256,33 @@ class DecodeBatch:
 class Generation:
     """Greedy output: `tokens[i, :lengths[i]]` are row i's new tokens, `</s>` included if emitted."""
 
-    tokens: np.ndarray  # int64 [batch, longest], PAD_ID after each row's end
+    tokens: np.ndarray  # int64 [batch, longest], the pad id after each row's end
     lengths: np.ndarray  # int32 [batch]
     scores: np.ndarray  # float32 [batch]: mean log-probability of the row's tokens
     steps: int  # decoder calls made
 
 
-def collect(rows: list[Sequence]) -> Generation:
+def collect(rows: list[Sequence], pad_id: int) -> Generation:
     """Finished rows as padded arrays, in the given order."""
     lengths = np.array([len(r.tokens) for r in rows], dtype=np.int32)
-    tokens = np.full((len(rows), int(lengths.max(initial=0))), PAD_ID, dtype=np.int64)
+    tokens = np.full((len(rows), int(lengths.max(initial=0))), pad_id, dtype=np.int64)
     for i, row in enumerate(rows):
         tokens[i, : len(row.tokens)] = row.tokens
     return Generation(tokens, lengths, np.array([r.score for r in rows], dtype=np.float32), 0)
 
 
-def greedy_generate(run: RunGraph, signature: DecoderSignature, encoder_hidden_states,
+def greedy_generate(run: RunGraph, signature: DecoderSignature, tokens: TokenIds, encoder_hidden_states,
                     encoder_attention_mask: np.ndarray, max_new_tokens: np.ndarray,
-                    on_step: Callable[[DecodeBatch], None] | None = None, arrays=None) -> Generation:
+                    on_step: Callable[[DecodeBatch], None] | None = None, arrays=None,
+                    on_logits: Callable[[list[int], np.ndarray], None] | None = None) -> Generation:
     """Decode one batch to the end: token-for-token what `transformers`
-    `generate(do_sample=False, num_beams=1)` returns. `on_step` sees the batch after each call."""
+    `generate(do_sample=False, num_beams=1)` returns. `on_step` sees the batch after each call;
+    `on_logits` each call's logits with the indices (in this batch) of the rows they belong to."""
     limits = np.asarray(max_new_tokens, dtype=np.int64).reshape(-1)
     rows = [Sequence(s, m, int(n)) for s, m, n in zip(encoder_hidden_states, encoder_attention_mask, limits)]
-    batch = DecodeBatch(run, signature, arrays)
+    index = {id(row): i for i, row in enumerate(rows)}
+    hook = None if on_logits is None else lambda live, logits: on_logits([index[id(r)] for r in live], logits)
+    batch = DecodeBatch(run, signature, tokens, arrays, hook)
     batch.admit(rows)
     if on_step:
         on_step(batch)
@@ -278,6 +290,6 @@ def greedy_generate(run: RunGraph, signature: DecoderSignature, encoder_hidden_s
         batch.step()
         if on_step:
             on_step(batch)
-    generation = collect(rows)
+    generation = collect(rows, tokens.pad)
     generation.steps = batch.calls
     return generation

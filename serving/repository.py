@@ -41,6 +41,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract.tokens import TokenIds
 from serving.limits import DEFAULT_NEW_TOKENS, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP
 from serving.text_repository import text_configs
 
@@ -164,7 +165,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     hidden_dims = encoder_sig["outputs"]["last_hidden_state"][1][1:]  # [-1, d_model]
     batch = target.max_batch_size
     configs: dict[str, mc.ModelConfig] = {}
-    limits = dict(max_input_tokens=MAX_INPUT_TOKENS, vocab_size=manifest["vocab_size"])
+    tokens = TokenIds.from_dict(manifest["token_ids"])
+    limits = dict(max_input_tokens=MAX_INPUT_TOKENS, vocab_size=tokens.vocab_size)
 
     encoder = _graph_model("t5_encoder", encoder_sig, target, batch)
     encoder.dynamic_batching.max_queue_delay_microseconds = 0  # batch only what already waits
@@ -210,7 +212,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
             max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
             max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows, batching=target.batching,
             decoder_signature=json.dumps({"past_names": past, "num_heads": past_dims[1], "head_dim": past_dims[3],
-                                          "d_model": hidden_dims[-1]}))
+                                          "d_model": hidden_dims[-1]}),
+            token_ids=json.dumps(tokens.as_dict()))
     if target.on_gpu:
         _params(greedy, FORCE_CPU_ONLY_INPUT_TENSORS="no")
     configs["t5_greedy"] = greedy
@@ -237,7 +240,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         output_map={t.name: t.name for t in generation_outputs()})
     _params(qa, model_source=manifest["model"], demo_model=str(bool(manifest["demo"])).lower(),
             target=target.name, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
-            max_input_tokens=MAX_INPUT_TOKENS)
+            max_input_tokens=MAX_INPUT_TOKENS, eos_token_id=tokens.eos, pad_token_id=tokens.pad,
+            decoder_start_token_id=tokens.decoder_start, vocab_size=tokens.vocab_size)
     configs["t5_qa"] = qa
     configs.update(text_configs(manifest, target, configs))
     return configs

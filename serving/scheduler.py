@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from contract.tokens import TokenIds
 from serving.greedy import DecodeBatch, DecoderSignature, RunGraph, Sequence, Tensors
 
 
@@ -42,7 +43,7 @@ class SchedulerStats:
 class DecodeScheduler:
     """Decodes submitted rows in a background thread; see the module docstring."""
 
-    def __init__(self, run: RunGraph, signature: DecoderSignature, max_active_rows: int = 32,
+    def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, max_active_rows: int = 32,
                  max_queued_rows: int = 256, observe: Callable[[SchedulerStats], None] | None = None,
                  join_running: bool = True, arrays=None):
         """`observe` is called from the scheduler thread after every iteration. With
@@ -51,12 +52,13 @@ class DecodeScheduler:
         self.join_running = join_running
         self._run = run
         self._signature = signature
+        self._tokens = tokens
         self.max_active_rows = max_active_rows
         self.max_queued_rows = max_queued_rows
         self.stats = SchedulerStats()
         self._observe = observe
         self._arrays = arrays
-        self._batch = DecodeBatch(self._timed_run, signature, arrays)
+        self._batch = self._new_batch()
         self._queue: deque[list[Sequence]] = deque()
         self._queued_rows = 0
         self._wake = threading.Condition()
@@ -100,6 +102,9 @@ class DecodeScheduler:
             self._thread.join(1.0)
         self._fail(waiting + self._batch.rows, RuntimeError("the decoder was stopped"))
 
+    def _new_batch(self) -> DecodeBatch:
+        return DecodeBatch(self._timed_run, self._signature, self._tokens, self._arrays)
+
     def _timed_run(self, feed: Tensors, outputs: list[str]) -> Tensors:
         start = time.perf_counter()
         try:
@@ -133,7 +138,7 @@ class DecodeScheduler:
                 self._batch.step()
             except Exception as error:  # noqa: BLE001 - report to every affected request, keep serving
                 failed = admitted + [row for row in self._batch.rows if row not in admitted]
-                self._batch = DecodeBatch(self._timed_run, self._signature, self._arrays)
+                self._batch = self._new_batch()
                 self._fail(failed, error)
             self.stats.iterations += 1
             self.stats.busy_seconds += time.perf_counter() - start

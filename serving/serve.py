@@ -18,6 +18,7 @@ from client.api import QAClient
 from export.__main__ import DEFAULT_MODEL, workdir_for
 from export.demo_model import build_demo_model
 from export.onnx_export import export_model, install
+from export.validate import ATOL, RTOL, ValidationError
 from serving.repository import TARGETS, write_repository
 from serving.server import Ports, TritonServer
 from serving.supervisor import (EXIT_GAVE_UP, SupervisorGaveUp, add_supervisor_arguments,
@@ -44,12 +45,13 @@ def banner(lines: list[str]) -> None:
           sep="\n", file=sys.stderr, flush=True)
 
 
-def export_with_fallback(model: str, demo_size: str, workdir: Path) -> str:
-    """Export `model`; if it cannot be loaded and `demo_size` is not 'none', export a demo model."""
+def export_with_fallback(model: str, demo_size: str, workdir: Path, tolerance: tuple[float, float] = (ATOL, RTOL)) -> str:
+    """Export `model`; if it cannot be loaded and `demo_size` is not 'none', export a demo model.
+    A model that loads but fails validation raises ValidationError: it is never replaced."""
     local = Path(model).is_dir()
     if local or hub_reachable():
         try:
-            export_model(model, workdir_for(model, workdir))
+            export_model(model, workdir_for(model, workdir), *tolerance)
             return model
         except OSError as error:
             reason = f"cannot load {model}: {str(error).splitlines()[0]}"
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--exit-timeout", type=int, default=30, help="seconds in-flight requests get on shutdown")
+    parser.add_argument("--atol", type=float, default=ATOL, help="export validation's absolute logit tolerance")
+    parser.add_argument("--rtol", type=float, default=RTOL,
+                        help="export validation's logit tolerance per unit of the step's max |logit|")
     parser.add_argument("--no-supervise", action="store_true",
                         help="do not probe and restart the server; exit when it exits")
     add_supervisor_arguments(parser)
@@ -93,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         except GpuServingUnavailable as error:
             print(f"cannot serve TARGET={args.target}: {error}", file=sys.stderr)
             return 1
-    served = export_with_fallback(args.model, args.demo_fallback, args.workdir)
+    try:
+        served = export_with_fallback(args.model, args.demo_fallback, args.workdir, (args.atol, args.rtol))
+    except ValidationError as error:
+        print(f"export failed validation, not serving {args.model}: {error}", file=sys.stderr)
+        return 1
     install(workdir_for(served, args.workdir), args.repository)
     write_repository(args.repository, args.target)
     if args.target == "cpu":

@@ -46,8 +46,9 @@ def text_configs(manifest: dict, target: object, token_configs: dict[str, mc.Mod
     extra_inputs = [t for t in qa.input if t.name not in ("input_ids", "attention_mask")]
     max_tokens = qa.parameters["max_input_tokens"].string_value
 
+    ids = {key: qa.parameters[key].string_value for key in ("eos_token_id", "pad_token_id")}
     tokenize = _python_model("t5_tokenize", batch, tokenizer_file=TOKENIZER_FILE, max_input_tokens=max_tokens,
-                             max_text_bytes=str(MAX_TEXT_BYTES))
+                             max_text_bytes=str(MAX_TEXT_BYTES), **ids)
     tokenize.input.extend([_string(mc.ModelInput, "question"), _string(mc.ModelInput, "context")])
     tokenize.output.extend(_as(mc.ModelOutput, t) for t in token_inputs)
 

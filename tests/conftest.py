@@ -1,11 +1,11 @@
-"""Fixtures: a tiny random T5 built and exported by the project's own code, a real tritonserver
-over it on free loopback ports (started once per test session), and the in-process
-`transformers` reference it must match."""
+"""Fixtures: a tiny random T5 built and exported by the project's own code, made to behave like a
+trained checkpoint (logits in the hundreds, answers that end with `</s>` at different steps, in
+the export validation's prompts too), a real tritonserver over it on free loopback ports
+(started once per test session), and the in-process PyTorch reference it must match."""
 from __future__ import annotations
 
 import shutil
 import socket
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,14 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from client import QAClient
-from client.prompt import EOS_ID, PromptEncoder, load_tokenizer
+from client.prompt import PromptEncoder, load_tokenizer
+from contract.tokens import TokenIds
 from export.demo_model import build_demo_model
 from export.onnx_export import export_model, install
+from export.reference import greedy_reference
 from serving.repository import write_repository
 from serving.server import Ports, TritonServer
-from tests.inputs import TOKENIZER_JSON, parity_pairs
+from tests.inputs import TOKENIZER_JSON
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"
@@ -37,51 +39,28 @@ def free_ports(count: int) -> list[int]:
 
 def hf_generate(model: T5ForConditionalGeneration, input_ids: np.ndarray, attention_mask: np.ndarray,
                 max_new_tokens: int) -> np.ndarray:
-    """Reference: greedy `generate`, without the decoder start token."""
-    with torch.inference_mode():
-        out = model.generate(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
-                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-    return out[:, 1:].numpy()
-
-
-def make_eos_model(source: Path, target: Path, prompts: PromptEncoder) -> Path:
-    """Random weights rarely emit `</s>`: give `</s>` the (slightly enlarged) embedding of a
-    token the random model produces in some answers, so that some answers stop early and
-    others run to the limit. Deterministic; the tests check the mix they rely on."""
-    model = T5ForConditionalGeneration.from_pretrained(source).eval()
-    pairs = parity_pairs()
-    ids, mask = prompts.encode_batch(pairs)
-    produced = Counter(t for row in hf_generate(model, ids, mask, 32) for t in set(row.tolist()) if t > 1)
-    for token, _ in produced.most_common(20):
-        candidate = T5ForConditionalGeneration.from_pretrained(source).eval()
-        with torch.no_grad():
-            candidate.shared.weight[EOS_ID] = candidate.shared.weight[token] * 1.05
-        rows = hf_generate(candidate, ids, mask, 32)
-        stops = sum(EOS_ID in row for row in rows.tolist())
-        if 10 <= stops <= len(pairs) - 10:
-            candidate.save_pretrained(target)
-            shutil.copy(source / "tokenizer.json", target)
-            for extra in ("tokenizer_config.json", "special_tokens_map.json"):
-                shutil.copy(source / extra, target)
-            return target
-    raise RuntimeError("no token gave a mix of early-stopping and full-length answers")
+    """Reference tokens (`export.reference`: greedy `generate`), without the decoder start token."""
+    return greedy_reference(model, input_ids, attention_mask, max_new_tokens).tokens
 
 
 @pytest.fixture(scope="session")
 def prompts() -> PromptEncoder:
-    return PromptEncoder(load_tokenizer(str(TOKENIZER_JSON)))
+    return PromptEncoder.from_tokenizer(load_tokenizer(str(TOKENIZER_JSON)))
 
 
 @pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory, prompts) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    tiny = build_demo_model("tiny", root / "demo-tiny", seed=0)
-    return make_eos_model(tiny, root / "tiny-eos", prompts)
+def checkpoint(tmp_path_factory) -> Path:
+    return build_demo_model("tiny", tmp_path_factory.mktemp("models") / "tiny-realistic", seed=0, realistic=True)
 
 
 @pytest.fixture(scope="session")
 def hf_model(checkpoint) -> T5ForConditionalGeneration:
     return T5ForConditionalGeneration.from_pretrained(checkpoint).eval()
+
+
+@pytest.fixture(scope="session")
+def tokens(hf_model) -> TokenIds:
+    return TokenIds.from_model_config(hf_model.config)
 
 
 def copy_model_code(root: Path) -> Path:

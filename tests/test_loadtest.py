@@ -15,8 +15,9 @@ import pytest
 
 from loadtest.safety import loopback_host
 from tests.conftest import REPO_ROOT
+from tests.inputs import TOKENIZER_JSON
 
-ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", T5QA_TOKENIZER=str(TOKENIZER_JSON))
 
 
 def run(command: list[str], timeout_s: float) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.prompt import EOS_ID, PAD_ID
+from export.reference import greedy_reference
 from tests.conftest import hf_generate
 from tests.inputs import parity_pairs
 
@@ -24,23 +24,25 @@ def assert_same_tokens(ours: np.ndarray, length: int, reference: np.ndarray) -> 
     assert not ours[length:].any(), "padding after the generated tokens must be <pad>"
 
 
-def test_constructed_model_stops_early_and_runs_to_the_limit(hf_model, prompts):
-    """The premise of the parity tests: some answers end with </s>, others hit the limit."""
+def test_constructed_model_stops_early_and_runs_to_the_limit(hf_model, prompts, tokens):
+    """The premise of the parity tests: some answers end with </s> after different numbers of
+    tokens, others hit the limit; and the logits are as large as a trained checkpoint's."""
     ids, mask = prompts.encode_batch(PAIRS)
-    rows = hf_generate(hf_model, ids, mask, 32)
-    stops = [EOS_ID in row for row in rows.tolist()]
-    assert 10 <= sum(stops) <= len(PAIRS) - 10
+    reference = greedy_reference(hf_model, ids, mask, 32)
+    stops = [int(n) for i, n in enumerate(reference.lengths) if reference.tokens[i, n - 1] == tokens.eos]
+    assert 8 <= len(stops) <= len(PAIRS) - 8 and len(set(stops)) >= 3
+    assert np.abs(reference.logits).max() > 100
 
 
 @pytest.mark.parametrize("index", range(len(PAIRS)))
-def test_single_request_parity(index, client, hf_model, prompts):
+def test_single_request_parity(index, client, hf_model, prompts, tokens):
     ids = np.array([prompts.encode(*PAIRS[index])], dtype=np.int64)
     mask = np.ones_like(ids)
     limit = limit_for(index)
     reference = hf_generate(hf_model, ids, mask, limit or 32)[0]
     ours, lengths, _ = client.generate(ids, mask, limit)
     assert_same_tokens(ours[0], int(lengths[0, 0]), reference)
-    ended_early = reference[int(lengths[0, 0]) - 1] == EOS_ID
+    ended_early = reference[int(lengths[0, 0]) - 1] == tokens.eos
     assert ended_early or lengths[0, 0] == (limit or 32)
 
 
@@ -57,13 +59,13 @@ def test_mixed_length_batch_parity(start, client, hf_model, prompts):
         assert_same_tokens(ours[row], int(lengths[row, 0]), reference[row])
 
 
-def test_batch_reports_early_stops_and_limits(client, prompts, hf_model):
+def test_batch_reports_early_stops_and_limits(client, prompts, tokens):
     ids, mask = prompts.encode_batch(PAIRS[:8])
     ours, lengths, _ = client.generate(ids, mask, 64)
     last = ours[np.arange(len(ids)), lengths[:, 0] - 1]
-    assert ((last == EOS_ID) | (lengths[:, 0] == 64)).all()
-    assert (last == EOS_ID).any() and (lengths[:, 0] == 64).any(), "need both kinds of row in one batch"
-    assert (ours[lengths[:, 0][:, None] <= np.arange(ours.shape[1])] == PAD_ID).all()
+    assert ((last == tokens.eos) | (lengths[:, 0] == 64)).all()
+    assert (last == tokens.eos).any() and (lengths[:, 0] == 64).any(), "need both kinds of row in one batch"
+    assert (ours[lengths[:, 0][:, None] <= np.arange(ours.shape[1])] == tokens.pad).all()
 
 
 @pytest.mark.parametrize("start", [0, 24, 48])

@@ -43,8 +43,8 @@ def wait_for(condition, timeout_s: float = 60.0) -> None:
         time.sleep(0.001)
 
 
-def test_rows_joining_mid_flight_match_generate(runtime, prompts, hf_model):
-    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, max_active_rows=16).start()
+def test_rows_joining_mid_flight_match_generate(runtime, prompts, hf_model, tokens):
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens, max_active_rows=16).start()
     try:
         rows = []
         first = make_row(runtime, prompts, PAIRS[0], 64)
@@ -67,8 +67,8 @@ def test_rows_joining_mid_flight_match_generate(runtime, prompts, hf_model):
     assert scheduler.stats.row_steps > scheduler.stats.iterations, "rows of different requests shared steps"
 
 
-def test_queue_is_bounded(runtime, prompts):
-    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, max_active_rows=4, max_queued_rows=3)
+def test_queue_is_bounded(runtime, prompts, tokens):
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens, max_active_rows=4, max_queued_rows=3)
     row = make_row(runtime, prompts, PAIRS[1], 8)[0]
     scheduler.submit([row, row])  # not started: rows wait
     with pytest.raises(QueueFull, match=r"decode queue full \(2 rows waiting, limit 3\)"):
@@ -77,7 +77,7 @@ def test_queue_is_bounded(runtime, prompts):
         scheduler.submit([row] * 5)
 
 
-def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompts, hf_model):
+def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompts, hf_model, tokens):
     calls = {"n": 0}
 
     def flaky(feed, outputs):
@@ -86,7 +86,7 @@ def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompt
             raise RuntimeError("injected failure")
         return runtime.run_decoder(feed, outputs)
 
-    scheduler = DecodeScheduler(flaky, runtime.signature).start()
+    scheduler = DecodeScheduler(flaky, runtime.signature, tokens).start()
     try:
         failed = threading.Event()
         row, _, _ = make_row(runtime, prompts, PAIRS[2], 32)
@@ -101,8 +101,8 @@ def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompt
         scheduler.stop()
 
 
-def test_stop_fails_waiting_rows(runtime, prompts):
-    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature)
+def test_stop_fails_waiting_rows(runtime, prompts, tokens):
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens)
     errors = []
     row = make_row(runtime, prompts, PAIRS[4], 8)[0]
     row.on_error = lambda _row, error: errors.append(str(error))
@@ -138,7 +138,7 @@ def test_concurrent_requests_share_decode_steps(server, client, prompts, hf_mode
     assert row_steps / iterations > 1.1, f"mean decode batch {row_steps / iterations:.2f}"
 
 
-def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, hf_model):
+def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, hf_model, tokens):
     """Drive a DecodeBatch step by step through every cache operation and check each row."""
     from serving.greedy import DecodeBatch
 
@@ -152,7 +152,7 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         entries[index] = (entry, limit)
         return entry[0]
 
-    batch = DecodeBatch(runtime.run_decoder, runtime.signature)
+    batch = DecodeBatch(runtime.run_decoder, runtime.signature, tokens)
     batch.admit([row(short[0], 40), row(short[1], 2), row(short[2], 40)])
     batch.step()  # the limit-2 row leaves a hole (1 hole < 2 rows: no compaction)
     assert len(batch.slots) == 3 and len(batch) <= 2
@@ -169,7 +169,7 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         assert not reference[len(sequence.tokens):].any()
 
 
-def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model):
+def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
     """The GPU targets' array path (PyTorch tensors, kept on the device there), here on the
     CPU: states, cache and logits are torch tensors end to end; tokens and scores match."""
     import torch
@@ -183,8 +183,8 @@ def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model):
 
     ids, mask = prompts.encode_batch(PAIRS[10:16])
     states = torch.from_numpy(runtime.encode(ids, mask))
-    ours = greedy_generate(run_torch, runtime.signature, states, mask, np.full(len(ids), 32), arrays=TorchArrays())
-    numpy_path = greedy_generate(runtime.run_decoder, runtime.signature, states.numpy(), mask, np.full(len(ids), 32))
+    ours = greedy_generate(run_torch, runtime.signature, tokens, states, mask, np.full(len(ids), 32), arrays=TorchArrays())
+    numpy_path = greedy_generate(runtime.run_decoder, runtime.signature, tokens, states.numpy(), mask, np.full(len(ids), 32))
     reference = hf_generate(hf_model, ids, mask, 32)
     for row in range(len(ids)):
         length = ours.lengths[row]
@@ -193,7 +193,7 @@ def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model):
     np.testing.assert_allclose(ours.scores, numpy_path.scores, atol=1e-5)
 
 
-def test_split_decoder_graphs_match_generate(export_dir, runtime, prompts, hf_model):
+def test_split_decoder_graphs_match_generate(export_dir, runtime, prompts, hf_model, tokens):
     """The two decoder graphs TensorRT builds from (first step, later steps), routed as
     `t5_greedy` routes them on the gpu-tensorrt target, give generate's tokens."""
     from serving.greedy import greedy_generate, split_feed
@@ -207,7 +207,7 @@ def test_split_decoder_graphs_match_generate(export_dir, runtime, prompts, hf_mo
         return run_graph(init if first else with_past, feed, outputs)
 
     ids, mask = prompts.encode_batch(PAIRS[20:28])
-    ours = greedy_generate(run_split, runtime.signature, runtime.encode(ids, mask), mask, np.full(len(ids), 32))
+    ours = greedy_generate(run_split, runtime.signature, tokens, runtime.encode(ids, mask), mask, np.full(len(ids), 32))
     reference = hf_generate(hf_model, ids, mask, 32)
     for row in range(len(ids)):
         length = ours.lengths[row]

@@ -18,7 +18,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]).parent / parameters(args)["tokenizer_file"]
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: `python -m export onnx` installs the model's tokenizer there")
-        self.prompts = PromptEncoder(load_tokenizer(str(path)))
+        self.prompts = PromptEncoder.from_tokenizer(load_tokenizer(str(path)))
 
     def thresholds(self, request, rows: int) -> list[float | None]:
         value = input_array(request, "no_answer_threshold")

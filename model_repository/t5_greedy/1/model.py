@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from contract.tokens import TokenIds
 from serving.arrays import NumpyArrays, TorchArrays
 from serving.greedy import DecoderSignature, Sequence, Tensors, collect, split_feed
 from serving.scheduler import DecodeScheduler, QueueFull
@@ -35,8 +36,8 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 class PendingResponse:
     """One request's rows; sends the response when the last row is done, or one error."""
 
-    def __init__(self, sender, rows: list[Sequence]):
-        self.sender, self.rows = sender, rows
+    def __init__(self, sender, rows: list[Sequence], pad_id: int):
+        self.sender, self.rows, self.pad_id = sender, rows, pad_id
         self.remaining = len(rows)
         self.sent = False
         self.lock = threading.Lock()
@@ -47,7 +48,7 @@ class PendingResponse:
             if self.remaining or self.sent:
                 return
             self.sent = True
-        result = collect(self.rows)
+        result = collect(self.rows, self.pad_id)
         self.release()
         self.sender.send(response(output_ids=result.tokens, output_lengths=result.lengths.reshape(-1, 1),
                                   output_scores=result.scores.reshape(-1, 1)), flags=FINAL)
@@ -100,6 +101,7 @@ class TritonPythonModel:
         self.cap = int(params["max_new_tokens_cap"])
         signature = DecoderSignature(**json.loads(params["decoder_signature"]))
         self.signature = signature
+        self.tokens = TokenIds.from_dict(json.loads(params["token_ids"]))
         self.decoder_init_model = params.get("decoder_init_model", "")
         self.on_device = params.get("FORCE_CPU_ONLY_INPUT_TENSORS") == "no"
         self.arrays = TorchArrays() if self.on_device else NumpyArrays()
@@ -110,7 +112,7 @@ class TritonPythonModel:
             session = open_session(str(graph), int(params["intra_op_threads"]))
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         self.metrics = SchedulerMetrics()
-        self.scheduler = DecodeScheduler(run, signature, int(params["max_active_rows"]), arrays=self.arrays,
+        self.scheduler = DecodeScheduler(run, signature, self.tokens, int(params["max_active_rows"]), arrays=self.arrays,
                                          max_queued_rows=int(params["max_queued_rows"]), observe=self.metrics.update,
                                          join_running=params.get("batching", "iteration") == "iteration").start()
 
@@ -171,7 +173,7 @@ class TritonPythonModel:
                 sender.send(error_response(str(error)), flags=FINAL)
                 continue
             rows = [Sequence(states[i], mask[i].astype(np.int64), int(limits[i])) for i in range(len(states))]
-            pending = PendingResponse(sender, rows)
+            pending = PendingResponse(sender, rows, self.tokens.pad)
             for row in rows:
                 row.on_done, row.on_error = pending.row_done, pending.fail
             try:

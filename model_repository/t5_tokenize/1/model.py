@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from client.errors import InvalidInput
-from client.prompt import PromptEncoder, load_tokenizer, pad
+from client.prompt import PromptEncoder, load_tokenizer
 from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
 
 
@@ -34,7 +34,8 @@ class TritonPythonModel:
         path = Path(args["model_repository"]).parent / params["tokenizer_file"]
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: `python -m export onnx` installs the model's tokenizer there")
-        self.prompts = PromptEncoder(load_tokenizer(str(path)), int(params["max_input_tokens"]))
+        self.prompts = PromptEncoder(load_tokenizer(str(path)), int(params["eos_token_id"]), int(params["pad_token_id"]),
+                                     int(params["max_input_tokens"]))
         self.max_text_bytes = int(params["max_text_bytes"])
 
     def encode(self, request) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +47,7 @@ class TritonPythonModel:
                 rows.append(self.prompts.encode(*pair))
             except InvalidInput as error:
                 raise InvalidRequest(f"{error} (row {row})") from None
-        return pad(rows)
+        return self.prompts.pad(rows)
 
     def execute(self, requests: list) -> list:
         responses = []
