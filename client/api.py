@@ -11,8 +11,9 @@ import numpy as np
 
 from client.batching import ChunkResult, Plan
 from client.core import DEMO_WARNING, OUTPUTS, ClientCore, is_demo, log  # noqa: F401 - re-exported
-from client.errors import QAError, ServerUnavailable
+from client.errors import QAError, RequestTimeout, ServerUnavailable
 from client.results import Answer
+from client.retry import Deadline
 from client.transport import Transport
 
 T = TypeVar("T")
@@ -23,6 +24,11 @@ Progress = Callable[[int], None]
 class QAClient(ClientCore):
     """A connection to the server; reuse it across calls. Settings: see `ClientCore`.
     With protocol "http" use an instance from one thread at a time; gRPC instances may be shared.
+
+    Each call's `timeout_s` (default: the client's) is a deadline for the whole call: the
+    served config when it is first read, every request of a batch, every retry and backoff
+    sleep. Each attempt is given, and sends to the server, only the time left; past the
+    deadline the call raises `RequestTimeout`.
     """
 
     transport_class = Transport
@@ -36,26 +42,39 @@ class QAClient(ClientCore):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _retrying(self, call: Callable[[], T]) -> T:
-        attempts = self.retry.start(self.url)
+    def _retrying(self, call: Callable[[float], T], deadline: Deadline) -> T:
+        """`call(seconds left)`, retried on `ServerUnavailable` while the policy and `deadline` allow."""
+        attempts = self.retry.start(self.url, deadline)
         while True:
+            timeout_s = attempts.remaining_s()
             try:
-                return call()
+                return call(timeout_s)
             except ServerUnavailable as error:
                 time.sleep(attempts.backoff(error))
+            except RequestTimeout as error:  # this attempt used up the call's time
+                raise attempts.timed_out(error.status, f"the last attempt had {timeout_s:.3g} s: {error.status}") \
+                    from error
 
     @cached_property
     def model_config(self) -> dict:
         """The served model's config (batch size, limits, whether it is a demo model)."""
-        return self._retrying(lambda: self._transport.model_config(self.model, self.timeout_s))
+        return self._config(Deadline.start(None, self.timeout_s))
+
+    def _config(self, deadline: Deadline) -> dict:
+        """`model_config`, read within `deadline` the first time."""
+        if "model_config" not in self.__dict__:
+            self.__dict__["model_config"] = self._retrying(
+                lambda timeout_s: self._transport.model_config(self.model, timeout_s), deadline)
+        return self.__dict__["model_config"]
 
     @property
     def demo_model(self) -> bool:
         return is_demo(self.model_config)
 
     def health(self, timeout_s: float = 5.0) -> dict:
-        """Liveness and readiness of the server and the model, without retries; never raises
-        for an unreachable server (`live` is then false and `error` says why)."""
+        """Liveness and readiness of the server and the model, without retries, within
+        `timeout_s` in all; never raises for an unreachable server (`live` is then false and
+        `error` says why)."""
         report = {"url": self.url, "protocol": self.protocol, "model": self.model}
         try:
             report.update(self._transport.health(self.model, timeout_s))
@@ -66,16 +85,16 @@ class QAClient(ClientCore):
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int | None = None,
                  timeout_s: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw call of the ensemble: token ids in; generated ids `[batch, n]`, their lengths
-        `[batch, 1]` and mean log-probabilities `[batch, 1]` out."""
-        result = self._generate(input_ids, attention_mask, max_new_tokens, timeout_s)
+        `[batch, 1]` and mean log-probabilities `[batch, 1]` out. `timeout_s` bounds the call."""
+        result = self._generate(input_ids, attention_mask, max_new_tokens, Deadline.start(timeout_s, self.timeout_s))
         return result.ids, result.lengths, result.scores
 
     def _generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int | None,
-                  timeout_s: float | None) -> ChunkResult:
-        arrays = self._request(self.model_config, input_ids, attention_mask, max_new_tokens)
+                  deadline: Deadline) -> ChunkResult:
+        arrays = self._request(self._config(deadline), input_ids, attention_mask, max_new_tokens)
         started = time.monotonic()
-        outputs, version = self._retrying(lambda: self._transport.infer(
-            self.model, arrays, OUTPUTS, timeout_s or self.timeout_s))
+        outputs, version = self._retrying(
+            lambda timeout_s: self._transport.infer(self.model, arrays, OUTPUTS, timeout_s), deadline)
         return self._result(outputs, version, time.monotonic() - started)
 
     def answer(self, question: str, context: str, max_new_tokens: int | None = None,
@@ -85,8 +104,11 @@ class QAClient(ClientCore):
     def answer_batch(self, pairs: list[tuple[str, str]], max_new_tokens: int | None = None,
                      timeout_s: float | None = None, progress: Progress | None = None) -> list[Answer]:
         """Answers in input order. All prompt windows of all pairs are sent in chunks of the
-        server's `max_batch_size`, one after the other; `timeout_s` bounds each chunk's call."""
-        return self.answer_plan(self.plan_for(self.model_config, pairs), max_new_tokens, timeout_s, progress)
+        server's `max_batch_size`, one after the other; `timeout_s` bounds the whole batch (all
+        its chunks, retries included), not each chunk: past it, `RequestTimeout`, and the
+        chunks already answered are dropped."""
+        deadline = Deadline.start(timeout_s, self.timeout_s)
+        return self._answer_plan(self.plan_for(self._config(deadline), pairs), max_new_tokens, deadline, progress)
 
     def plan(self, pairs: list[tuple[str, str]]) -> Plan:
         """The windows and chunks `answer_batch(pairs)` sends (to inspect them)."""
@@ -94,13 +116,17 @@ class QAClient(ClientCore):
 
     def answer_plan(self, plan: Plan, max_new_tokens: int | None = None, timeout_s: float | None = None,
                     progress: Progress | None = None) -> list[Answer]:
-        """Answer a `plan_for(...)` plan: its chunks one after the other."""
+        """Answer a `plan_for(...)` plan: its chunks one after the other, all within `timeout_s`."""
+        return self._answer_plan(plan, max_new_tokens, Deadline.start(timeout_s, self.timeout_s), progress)
+
+    def _answer_plan(self, plan: Plan, max_new_tokens: int | None, deadline: Deadline,
+                     progress: Progress | None) -> list[Answer]:
         results = []
         for chunk in plan.chunks:
-            results.append(self._generate(chunk.input_ids, chunk.attention_mask, max_new_tokens, timeout_s))
+            results.append(self._generate(chunk.input_ids, chunk.attention_mask, max_new_tokens, deadline))
             if progress:
                 progress(plan.finish(chunk))
-        return self._answers(self.model_config, plan, results)
+        return self._answers(self._config(deadline), plan, results)
 
 
 def answer(question: str, context: str, url: str = "localhost:8001", **kwargs) -> Answer:

@@ -58,8 +58,9 @@ class ClientCore:
     url, protocol        `host:port` of the gRPC (8001) or HTTP (8000) endpoint; "grpc" or "http"
     model                the token-id ensemble to call (default "t5_qa")
     tokenizer            a `tokenizers.Tokenizer`, a tokenizer.json path or a Hub id (`load_tokenizer`)
-    timeout_s            default limit of each attempt of a call; `RequestTimeout` past it
-    retry                `RetryPolicy`: attempts and backoff on `ServerUnavailable` only
+    timeout_s            default deadline of each call, per call overridable: the whole call (all the
+                         chunks of a batch, every retry and backoff); `RequestTimeout` past it
+    retry                `RetryPolicy`: attempts and backoff on `ServerUnavailable` only, within timeout_s
     no_answer_threshold  report answers whose score is below it as no answer (None: off)
     long_context         "windows" (answer every window of a long context, keep the best) or
                          "truncate" (cut the context's end, as `PromptEncoder.encode`)

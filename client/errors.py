@@ -4,7 +4,7 @@
     ├── InvalidInput          refused before sending (empty text, too long, out of range)
     │   └── InvalidArgument   refused by the server (INVALID_ARGUMENT / HTTP 400): never retried
     └── ServerError           the server failed the request; `.status` is what it said
-        ├── RequestTimeout    the call ran past its timeout (also a `TimeoutError`)
+        ├── RequestTimeout    the call ran past its timeout, retries included (also a `TimeoutError`)
         └── ServerUnavailable cannot reach the server, after the retries (also a `ConnectionError`)
 """
 from __future__ import annotations
@@ -32,8 +32,16 @@ class InvalidArgument(ServerError, InvalidInput):
 
 
 class RequestTimeout(ServerError, TimeoutError):
-    """The call did not complete within its timeout (DEADLINE_EXCEEDED). Not retried: the
-    caller's time is spent."""
+    """The call did not complete within its timeout (DEADLINE_EXCEEDED), retries and backoff
+    included. Not retried: the caller's time is spent. `attempts` requests were sent over
+    `elapsed_s` seconds of a `timeout_s` limit."""
+
+    def __init__(self, message: str, status: str | None = None, attempts: int = 1, elapsed_s: float = 0.0,
+                 timeout_s: float | None = None):
+        super().__init__(message, status)
+        self.attempts = attempts
+        self.elapsed_s = elapsed_s
+        self.timeout_s = timeout_s
 
 
 class ServerUnavailable(ServerError, ConnectionError):
