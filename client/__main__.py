@@ -35,12 +35,15 @@ or {"id", "error"} for an input line that cannot be asked (the others are still 
 A progress bar goes to stderr. Exit status 2 if any line was invalid, 1 on a server error."""
 
 
-def connection_options(timeout_s: float = 120.0, retries: bool = True) -> argparse.ArgumentParser:
+def connection_options(timeout_s: float = 120.0, retries: bool = True,
+                       timeout_of: str = "the answer") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("server")
     group.add_argument("--url", default=None, help="host:port (default localhost:8001, or localhost:8000 for http)")
     group.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default: grpc")
-    group.add_argument("--timeout", type=float, default=timeout_s, help=f"seconds per server call (default {timeout_s:g})")
+    group.add_argument("--timeout", type=float, default=timeout_s,
+                       help=f"seconds for {timeout_of}{', retries and their backoff included' if retries else ''} "
+                            f"(default {timeout_s:g})")
     if retries:
         group.add_argument("--retries", type=int, default=4, help="attempts while the server is unavailable, "
                                                                   "exponential backoff from 0.25 s (default 4)")
@@ -77,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--context-file", type=argparse.FileType("r", encoding="utf-8"), help="read the context from a file")
     ask.add_argument("--json", action="store_true", help="print the whole answer (score, tokens, latency...) as JSON")
 
-    batch = commands.add_parser("batch", parents=[server, answering], help="answer a JSONL file of questions",
+    whole_file = connection_options(3600.0, timeout_of="the whole file")
+    batch = commands.add_parser("batch", parents=[whole_file, answering], help="answer a JSONL file of questions",
                                 description="Answer questions from JSONL, write answers as JSONL.\n\n" + BATCH_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     batch.add_argument("input", type=argparse.FileType("r", encoding="utf-8"), help="JSONL file, or - for stdin")
@@ -86,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--concurrency", type=int, default=2, help="server batches in flight (default 2)")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    commands.add_parser("health", parents=[connection_options(5.0, retries=False)],
+    commands.add_parser("health", parents=[connection_options(5.0, retries=False, timeout_of="all the checks")],
                         help="report server and model readiness as JSON",
                         description="Print liveness and readiness of the server and of the t5_qa model as JSON:\n"
                                     '  {"url", "protocol", "model", "live", "ready", "model_ready", "triton_version"}\n'
