@@ -1,10 +1,13 @@
 """The client against a real tritonserver: sync and asyncio, gRPC and HTTP, typed answers,
 batch splitting (counted by the server), timeouts, retries with backoff on UNAVAILABLE only
 (against a stopped server), reconnection after a restart, the no-answer threshold, the CLI,
-and the stand-alone package."""
+and the stand-alone package. A call's `timeout_s` is one deadline for the whole call: it ends
+retries and multi-request batches, and each attempt sends the server the time left."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
 import logging
 import os
@@ -14,14 +17,18 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import zipfile
+from concurrent import futures
 
+import grpc as grpcio
 import numpy as np
 import pytest
 import tritonclient.grpc as grpc
+from tritonclient.grpc import service_pb2
 
-from client import (AsyncQAClient, InvalidArgument, InvalidInput, QAClient, RequestTimeout, RetryPolicy, ServerError,
-                    ServerUnavailable)
+from client import (AsyncQAClient, InvalidArgument, InvalidInput, QAClient, QAError, RequestTimeout, RetryPolicy,
+                    ServerError, ServerUnavailable)
 from serving.server import TritonServer
 from tests.conftest import REPO_ROOT, build_repository, free_ports, start_server
 from tests.inputs import TOKENIZER_JSON, parity_pairs
@@ -317,10 +324,9 @@ def test_text_that_is_not_utf8_is_refused_naming_the_field(client):
         client.answer("Who wrote it\udcff?", "Bob wrote it.")
 
 
-@pytest.mark.parametrize("use_async", [False, True])
-def test_connection_closed_mid_request_is_unavailable(use_async, prompts):
-    """A listener that reads each request and closes the connection (as a crashing server
-    does): the HTTP clients retry, then raise `ServerUnavailable`."""
+@contextlib.contextmanager
+def dropping_listener():
+    """A listener (its url) that reads each request and closes the connection, as a crashing server does."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -337,11 +343,237 @@ def test_connection_closed_mid_request_is_unavailable(use_async, prompts):
     dropper = threading.Thread(target=drop_connections, daemon=True)
     dropper.start()
     try:
-        with pytest.raises(ServerUnavailable) as caught:
-            call("http", use_async, f"127.0.0.1:{listener.getsockname()[1]}", prompts, "answer", *QUESTION,
-                 retry=RetryPolicy(attempts=2, initial_backoff_s=0.1, jitter=0.0), timeout_s=10)
-        assert caught.value.attempts == 2
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
         dropper.join(5)
         listener.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_connection_closed_mid_request_is_unavailable(use_async, prompts):
+    """A listener that reads each request and closes the connection (as a crashing server
+    does): the HTTP clients retry, then raise `ServerUnavailable`."""
+    with dropping_listener() as url:
+        with pytest.raises(ServerUnavailable) as caught:
+            call("http", use_async, url, prompts, "answer", *QUESTION,
+                 retry=RetryPolicy(attempts=2, initial_backoff_s=0.1, jitter=0.0), timeout_s=10)
+        assert caught.value.attempts == 2
+
+
+# --- the call's deadline (issue 14): retries, batches and what each attempt sends ---
+
+MANY_RETRIES = RetryPolicy(attempts=50, initial_backoff_s=0.1, multiplier=1.5, max_backoff_s=0.5, jitter=0.0)
+
+
+def timed(protocol: str, use_async: bool, url: str, prompts, method: str, *args, warm: bool = True, **settings):
+    """Run `method(*args)` on a fresh client (`warm`: its served config read first, so that the
+    time is the call's own); return what it returned or raised, the seconds it took and, when
+    `warm`, the same client's answer to a short question asked afterwards."""
+    async def run(qa, is_async: bool):
+        async def wait(result):
+            return await result if is_async else result
+        if warm:
+            await wait(qa.model_config() if is_async else qa.model_config)
+        started = time.monotonic()
+        try:
+            result = await wait(getattr(qa, method)(*args))
+        except Exception as error:  # noqa: BLE001 - the tests look at it
+            result = error
+        seconds = time.monotonic() - started
+        after = await wait(qa.answer(*QUESTION, max_new_tokens=4)) if warm else None
+        return result, seconds, after
+
+    if not use_async:
+        with QAClient(url, protocol, tokenizer=prompts.tokenizer, **settings) as qa:
+            return asyncio.run(run(qa, False))
+
+    async def run_async():
+        async with AsyncQAClient(url, protocol, tokenizer=prompts.tokenizer, **settings) as qa:
+            return await run(qa, True)
+    return asyncio.run(run_async())
+
+
+@pytest.mark.parametrize("protocol, use_async", CLIENT_KINDS)
+def test_the_deadline_ends_retries_against_an_unreachable_server(protocol, use_async, prompts):
+    """50 attempts would take over 20 s of backoff; the 2 s deadline ends them with RequestTimeout."""
+    assert MANY_RETRIES.total_backoff_s() > 20
+    url = f"127.0.0.1:{free_ports(1)[0]}"  # nobody listens there
+    error, seconds, _ = timed(protocol, use_async, url, prompts, "answer", *QUESTION, warm=False, retry=MANY_RETRIES,
+                              timeout_s=2.0)
+    assert isinstance(error, RequestTimeout) and not isinstance(error, ConnectionError), repr(error)
+    assert seconds <= 2.0 + 1.0
+    assert 1 < error.attempts < MANY_RETRIES.attempts and error.timeout_s == 2.0
+    assert f"no answer from {url} within the 2 s timeout: {error.attempts} attempt(s) over" in str(error)
+    assert "would start past the deadline" in str(error)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_the_deadline_ends_retries_against_a_connection_dropping_listener(use_async, prompts):
+    with dropping_listener() as url:
+        error, seconds, _ = timed("http", use_async, url, prompts, "answer", *QUESTION, warm=False,
+                                  retry=MANY_RETRIES, timeout_s=1.5)
+    assert isinstance(error, RequestTimeout), repr(error)
+    assert seconds <= 1.5 + 1.0 and 1 < error.attempts < MANY_RETRIES.attempts
+
+
+@contextlib.contextmanager
+def busy_server(client, plan, threads: int = 4):
+    """Keeps `threads` requests of `plan` (answered without a timeout) in flight on the server."""
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            client.answer_plan(plan, 64)
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(0.2)
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+
+
+@pytest.mark.parametrize("protocol, use_async", CLIENT_KINDS)
+def test_a_tiny_deadline_bounds_a_slow_real_call(protocol, use_async, urls, prompts, client):
+    """8 long prompts (one request), 64 new tokens, on a server kept busy by 4 more such
+    requests: longer than 0.05 s. With a 0.05 s timeout the request is sent once, the call raises
+    RequestTimeout at the deadline, and the same client answers the next question."""
+    plan = client.plan(PAIRS[:8])  # tokenized here: the call's time is the server's
+    assert len(plan.chunks) == 1
+    with busy_server(client, plan):
+        done, baseline, _ = timed(protocol, use_async, urls[protocol], prompts, "answer_plan", plan, 64)
+        error, seconds, after = timed(protocol, use_async, urls[protocol], prompts, "answer_plan", plan, 64, 0.05,
+                                      retry=MANY_RETRIES)
+    assert not isinstance(done, Exception) and baseline > 1.5 * 0.05, (done, baseline)
+    assert isinstance(error, RequestTimeout), repr(error)
+    assert seconds <= 0.05 + 1.0 and seconds < baseline
+    assert error.attempts == 1 and "within the 0.05 s timeout: 1 attempt(s)" in str(error)
+    assert after.token_count >= 1
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_the_timeout_bounds_the_whole_batch_not_each_chunk(use_async, urls, prompts, client):
+    """A batch of 10 equal server-sized chunks sent one after the other: with a timeout of half
+    what the whole batch takes (its faster of two runs: a request abandoned by an earlier test
+    may still run), which every chunk fits in, the call raises RequestTimeout midway."""
+    plan = client.plan([PAIRS[3]] * 80)
+    assert len(plan.chunks) == 10
+    runs = []
+    for _ in range(2):
+        marks = [time.monotonic()]
+        client.answer_plan(plan, 32, progress=lambda _: marks.append(time.monotonic()))
+        runs.append(marks)
+    marks = min(runs, key=lambda m: m[-1] - m[0])
+    chunks = [end - start for start, end in zip(marks, marks[1:])]
+    timeout_s = round((marks[-1] - marks[0]) / 2, 3)
+    assert max(chunks) < timeout_s, (chunks, timeout_s)
+
+    async def run_async():
+        async with AsyncQAClient(urls["grpc"], tokenizer=prompts.tokenizer) as qa:
+            await qa.model_config()
+            return await qa.answer_plan(plan, 32, timeout_s, concurrency=1)
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout) as caught:
+        if use_async:
+            asyncio.run(run_async())
+        else:
+            with QAClient(urls["grpc"], tokenizer=prompts.tokenizer) as qa:
+                qa.model_config
+                qa.answer_plan(plan, 32, timeout_s)
+    seconds = time.monotonic() - started
+    assert seconds <= timeout_s + 1.0
+    assert 1 < caught.value.attempts < len(plan.chunks), "some chunks were answered, not all"
+    assert f"within the {timeout_s:g} s timeout: {caught.value.attempts} attempt(s)" in str(caught.value)
+
+
+class HttpRecorder(http.server.BaseHTTPRequestHandler):
+    """Answers GET (the served config, copied from the real server) and records each inference's
+    `timeout` parameter, then closes the connection without answering: a server going away."""
+
+    config: bytes = b""
+    records: list = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.config)))
+        self.end_headers()
+        self.wfile.write(self.config)
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        header = body[:int(self.headers.get("Inference-Header-Content-Length", len(body)))]
+        self.records.append((time.monotonic(), None, json.loads(header).get("parameters", {}).get("timeout")))
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording_server(protocol: str, urls, raw):
+    """A stand-in that records what each attempt sends: (arrival, gRPC deadline's time
+    remaining, Triton `timeout` parameter in microseconds); every inference fails UNAVAILABLE."""
+    records: list = []
+    if protocol == "http":
+        with urllib.request.urlopen(f"http://{urls['http']}/v2/models/t5_qa/config", timeout=10) as reply:
+            handler = type("Recorder", (HttpRecorder,), {"config": reply.read(), "records": records})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"127.0.0.1:{server.server_address[1]}", records
+        finally:
+            server.shutdown()
+            server.server_close()
+        return
+    config = raw.get_model_config("t5_qa").SerializeToString()
+
+    def infer(request, context):
+        records.append((time.monotonic(), context.time_remaining(), request.parameters["timeout"].int64_param))
+        context.abort(grpcio.StatusCode.UNAVAILABLE, "recorded")
+
+    server = grpcio.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers([grpcio.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelConfig": grpcio.unary_unary_rpc_method_handler(lambda request, context: config),
+        "ModelInfer": grpcio.unary_unary_rpc_method_handler(
+            infer, request_deserializer=service_pb2.ModelInferRequest.FromString)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", records
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.parametrize("protocol, use_async", CLIENT_KINDS)
+def test_each_attempt_sends_the_time_left(protocol, use_async, urls, raw, prompts):
+    """Attempts at about 0, 0.3, 0.9 and 2.1 s of a 3 s call: each one's gRPC deadline and
+    Triton `timeout` parameter are what is left of the 3 s when it is sent, not 3 s each."""
+    ids = np.full((1, 9), 5, np.int64)
+    policy = RetryPolicy(attempts=4, initial_backoff_s=0.3, multiplier=2.0, jitter=0.0)
+    with recording_server(protocol, urls, raw) as (url, records):
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailable) as caught:
+            call(protocol, use_async, url, prompts, "generate", ids, np.ones_like(ids), None, 3.0, retry=policy)
+    assert caught.value.attempts == 4 and len(records) == 4
+    sent = [timeout_us / 1e6 for _, _, timeout_us in records]
+    assert sent == sorted(sent, reverse=True) and sent[-1] < 1.5
+    for (arrival, deadline_left, _), left in zip(records, sent):
+        assert left <= 3.0
+        assert left == pytest.approx(3.0 - (arrival - started), abs=0.25)
+        if protocol == "grpc":
+            assert deadline_left == pytest.approx(left, abs=0.1)
+
+
+def test_a_timeout_must_be_positive(prompts):
+    with QAClient(f"127.0.0.1:{free_ports(1)[0]}", tokenizer=prompts.tokenizer) as qa:
+        for bad in (0, -1.0):
+            with pytest.raises(InvalidInput, match="timeout_s must be > 0"):
+                qa.answer(*QUESTION, timeout_s=bad)
