@@ -16,8 +16,8 @@ embedding instead.)
 logits in the hundreds (the decoder's final norm is scaled so that the largest |logit| is
 about 150), and answers that end with `</s>` after different numbers of tokens (`</s>` takes
 the output embedding of a token the model produces, enlarged by 5%, chosen so that some of the
-tuning prompts, the export validation's included, stop early at different steps and others
-run to the limit)."""
+tuning prompts, the export validation's included, stop early at different steps, some at the
+first where a token allows it (an empty answer: the model abstains), and others run to the limit)."""
 from __future__ import annotations
 
 import os
@@ -105,13 +105,31 @@ def make_realistic(model: T5ForConditionalGeneration, tokenizer) -> None:
         reference = greedy_reference(model, ids, mask, TUNING_TOKENS)
         model.decoder.final_layer_norm.weight *= TARGET_MAX_LOGIT / float(np.abs(reference.logits).max())
         output = model.get_output_embeddings().weight
-        original = output[eos].clone()
+        fallback = None  # the first token that gives early stops, but no abstention
         for token in _stop_candidates(reference.tokens):
-            output[eos] = output[token] * 1.05
-            if _stops_well(greedy_reference(model, ids, mask, TUNING_TOKENS), eos):
+            row = output[token] * 1.05
+            stops = _stops(greedy_reference_with(model, eos, row, ids, mask), eos)
+            if _stops_well(stops, abstentions=3):
+                output[eos] = row
                 return
-            output[eos] = original
-    raise RuntimeError("no token gave a mix of early-stopping and full-length answers")
+            if fallback is None and _stops_well(stops, abstentions=0):
+                fallback = row
+        if fallback is None:
+            raise RuntimeError("no token gave a mix of early-stopping and full-length answers")
+        output[eos] = fallback
+
+
+def greedy_reference_with(model: T5ForConditionalGeneration, eos: int, row, ids, mask):
+    """The reference answers with `row` as `</s>`'s output embedding (restored afterwards)."""
+    from export.reference import greedy_reference
+
+    output = model.get_output_embeddings().weight
+    original = output[eos].clone()
+    output[eos] = row
+    try:
+        return greedy_reference(model, ids, mask, TUNING_TOKENS)
+    finally:
+        output[eos] = original
 
 
 def _stop_candidates(answers: np.ndarray, count: int = 30) -> list[int]:
@@ -125,6 +143,7 @@ def _stop_candidates(answers: np.ndarray, count: int = 30) -> list[int]:
             firsts.setdefault(token, {})[i] = row.index(token) + 1
     validation = range(len(VALIDATION_PAIRS))
     return sorted(firsts, key=lambda t: (not any(i in firsts[t] for i in validation),
+                                         list(firsts[t].values()).count(1) < 3,
                                          -len(set(firsts[t].values())) - len(firsts[t])))[:count]
 
 
@@ -133,13 +152,14 @@ def _stops(result, eos: int) -> list[int | None]:
     return [int(n) if result.tokens[i, n - 1] == eos else None for i, n in enumerate(result.lengths)]
 
 
-def _stops_well(result, eos: int) -> bool:
+def _stops_well(stops: list[int | None], abstentions: int) -> bool:
     """Between 15% and 85% of the answers end with `</s>`, at three or more different steps,
-    and the export validation's answers end at different steps, one or more with `</s>`."""
+    `abstentions` or more of them at the first step (an empty answer: the model abstains, SQuAD
+    2.0's "no answer"), and the export validation's answers end at different steps, one or more
+    with `</s>`."""
     from export.validate import VALIDATION_PAIRS
 
-    stops = _stops(result, eos)
     early = [n for n in stops if n is not None]
-    validation = result.lengths[: len(VALIDATION_PAIRS)].tolist()
-    return (0.15 <= len(early) / len(stops) <= 0.85 and len(set(early)) >= 3
-            and any(stops[: len(VALIDATION_PAIRS)]) and len(set(validation)) >= 2)
+    validation = stops[: len(VALIDATION_PAIRS)]
+    return (0.15 <= len(early) / len(stops) <= 0.85 and len(set(early)) >= 3 and early.count(1) >= abstentions
+            and any(validation) and len(set(validation)) >= 2)

@@ -124,9 +124,15 @@ def test_windowed_answer_is_the_best_window_of_direct_calls(client, questions, p
 def test_an_answer_only_in_a_late_window_is_found(client, questions, paragraphs, prompts):
     """Filler paragraphs, then the paragraph of a dev question. The random model's answers are
     meaningless, so "the answer" is mechanical: among fixed candidates, the first question for
-    which every window abstains except the last, checked with direct calls."""
-    filler = " ".join(paragraphs[200:212]) + " "
+    which every window abstains except the last, checked with direct calls. The filler is made
+    of paragraphs on which the model abstains for that question."""
     for candidate in questions[0:3000:150]:
+        pool = paragraphs[200:264]
+        alone = client.answer_batch([(candidate.question, paragraph) for paragraph in pool], max_new_tokens=8)
+        quiet = [paragraph for paragraph, answer in zip(pool, alone) if answer.no_answer]
+        if len(quiet) < 12:
+            continue
+        filler = " ".join(quiet[:12]) + " "
         context = filler + candidate.context
         direct = direct_window_answers(client, candidate.question, context)
         if direct[-1][0] and not any(text for text, _, _ in direct[:-1]):

@@ -36,12 +36,12 @@ def test_serve_falls_back_to_demo_answers_and_stops_cleanly(tmp_path):
         ask = subprocess.run(
             [sys.executable, "-m", "client", "ask", "--question", "Who wrote it?", "--context", "Melville wrote it.",
              "--url", f"127.0.0.1:{grpc}", "--max-new-tokens", "4"],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # finds the served tokenizer there
         assert ask.returncode == 0, ask.stderr
         assert ask.stdout.strip()
         assert "DEMO model" in ask.stderr
         empty = subprocess.run([sys.executable, "-m", "client", "ask", "--question", "", "--context", "x",
-                                "--url", f"127.0.0.1:{grpc}"], cwd=REPO_ROOT, env=env, capture_output=True,
+                                "--url", f"127.0.0.1:{grpc}"], cwd=tmp_path, env=env, capture_output=True,
                                text=True, timeout=120)
         assert empty.returncode == 2 and "question is empty" in empty.stderr
     finally:
