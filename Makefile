@@ -36,9 +36,8 @@ $(SETUP_STAMP): requirements/server.txt requirements/loadtest.txt pyproject.toml
 demo-model: setup  ## build a random-weight checkpoint: DEMO=base (t5-base config) or DEMO=tiny
 	$(PYTHON) -m export demo-model --size $(DEMO) --output build/models/demo-$(DEMO)
 
-export: setup  ## export MODEL to validated ONNX in the repository (never falls back to a demo model)
-	$(PYTHON) -m export onnx --model $(MODEL) --repository $(REPOSITORY)
-	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
+export: setup  ## export MODEL to validated ONNX, install it and write TARGET's configs (never falls back to a demo model)
+	$(PYTHON) -m serving.pipeline build --model $(MODEL) --target $(TARGET) --repository $(REPOSITORY)
 
 repository: setup  ## regenerate the config.pbtxt files for TARGET from the exported graphs
 	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
@@ -57,11 +56,12 @@ bench: setup  ## serving benchmark vs transformers and optimum on the demo t5-ba
 	$(PYTHON) -m pip install --quiet -r requirements/bench.txt
 	bash bench/install_perf_analyzer.sh
 	test -f build/models/demo-base/config.json || $(PYTHON) -m export demo-model --size base --output build/models/demo-base
-	$(PYTHON) -m export onnx --model build/models/demo-base --repository $(REPOSITORY)
+	$(PYTHON) -m serving.pipeline build --model build/models/demo-base --repository $(REPOSITORY)
 	$(PYTHON) -m bench.serving --checkpoint build/models/demo-base --repository $(REPOSITORY)
 
 gpu-check: setup  ## on a GPU machine: generate fp32/bf16 vs our loop on ORT-CUDA/TensorRT; writes docs/gpu-check.md
 	$(PYTHON) -m bench.gpu_check --precision $(PRECISION)
 
-clean:  ## remove generated models, exports and configs (keeps .venv)
-	rm -rf build $(REPOSITORY)/export_manifest.json $(REPOSITORY)/*/config.pbtxt $(REPOSITORY)/*/1/*.onnx
+clean:  ## remove generated models, exports and configs (contract/files.py lists them; keeps .venv)
+	if [ -x $(PYTHON) ]; then $(PYTHON) -m serving.pipeline clean --repository $(REPOSITORY) --build build; \
+	else rm -rf build; fi

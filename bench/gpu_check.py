@@ -88,14 +88,16 @@ def main() -> None:
     import torch
     from transformers import T5ForConditionalGeneration
 
-    from client.prompt import PromptEncoder, load_tokenizer
+    from client.tokenizer import load_tokenizer
+    from contract.prompt import PromptEncoder
     from contract.tokens import TokenIds
-    from export.__main__ import workdir_for
+    from export import workdir_for
     from export.demo_model import build_demo_model
     from export.onnx_export import export_model
-    from serving.arrays import NumpyArrays, TorchArrays
-    from serving.greedy import DecoderSignature, greedy_generate, split_feed
-    from tests.inputs import squad_pairs
+    from runtime.arrays import NumpyArrays, TorchArrays
+    from contract.graphs import DecoderSignature
+    from runtime.greedy import greedy_generate, split_feed
+    from shared_data import squad_pairs
 
     rows, skipped = [], []
     if not torch.cuda.is_available():

@@ -20,12 +20,13 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from client import QAClient
-from client.prompt import PromptEncoder, load_tokenizer
+from client.tokenizer import load_tokenizer
+from contract.prompt import PromptEncoder
 from contract.tokens import TokenIds
-from serving.text_repository import TOKENIZER_FILE
-from serving.greedy import greedy_generate
-from serving.onnx_runtime import OrtSeq2Seq
-from tests.inputs import squad_pairs
+from contract.names import TOKENIZER_FILE
+from runtime.greedy import greedy_generate
+from runtime.onnx_runtime import OrtSeq2Seq
+from shared_data import squad_pairs
 
 
 def pick_question(prompts: PromptEncoder, tokens: int) -> tuple[str, str]:

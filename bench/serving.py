@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from client import QAClient
-from client.prompt import PromptEncoder, load_tokenizer
-from serving.onnx_runtime import OrtSeq2Seq
+from client.tokenizer import load_tokenizer
+from contract.prompt import PromptEncoder
+from runtime.onnx_runtime import OrtSeq2Seq
 from serving.repository import write_repository
 from serving.server import Ports, TritonServer
-from serving.text_repository import TOKENIZER_FILE
-from tests.inputs import squad_pairs
+from contract.names import TOKENIZER_FILE
+from shared_data import squad_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +235,7 @@ def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concur
     """Answers/s if the server did nothing but one encoder call per request (not batched) and
     `new_tokens` decode steps at batch `concurrency`, timed in-process with ONNX Runtime."""
     from contract.tokens import TokenIds
-    from serving.greedy import DecodeBatch, Sequence
+    from runtime.greedy import DecodeBatch, Sequence
     tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
     ort = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
     encoder_ms = []

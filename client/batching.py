@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from client.errors import InvalidInput
-from client.prompt import PromptEncoder
-from client.results import Answer, apply_threshold
+from contract.prompt import PromptEncoder
+from client.results import Answer
+from contract.prompt import InvalidPrompt, apply_threshold
 from client.windows import DEFAULT_STRIDE, Window, choose, context_windows, whole_or_truncated
 
 LONG_CONTEXT_MODES = ("windows", "truncate")
@@ -50,9 +51,14 @@ class Plan:
         if batch_size < 1:
             raise InvalidInput(f"batch size must be >= 1, got {batch_size}")
         self.prompts = prompts
-        self.windows: list[list[Window]] = [
-            context_windows(prompts, q, c, stride) if long_context == "windows" else [whole_or_truncated(prompts, q, c)]
-            for q, c in pairs]
+        try:
+            self.windows: list[list[Window]] = [
+                context_windows(prompts, q, c, stride) if long_context == "windows" else [whole_or_truncated(prompts, q, c)]
+                for q, c in pairs]
+        except InvalidPrompt as error:  # the prompt contract's refusal, as the client's typed error
+            if isinstance(error, InvalidInput):
+                raise
+            raise InvalidInput(str(error)) from None
         self.rows = [(pair, k) for pair, windows in enumerate(self.windows) for k in range(len(windows))]
         by_length = sorted(range(len(self.rows)), key=lambda r: len(self._ids(r)))
         self.chunks = []

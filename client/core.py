@@ -12,7 +12,8 @@ from tokenizers import Tokenizer
 
 from client.batching import LONG_CONTEXT_MODES, ChunkResult, Plan
 from client.errors import InvalidInput
-from client.prompt import PromptEncoder, load_tokenizer
+from client.tokenizer import load_tokenizer
+from contract.prompt import PromptEncoder
 from client.results import Answer
 from client.retry import RetryPolicy
 from client.transport import check_protocol

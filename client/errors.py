@@ -9,12 +9,14 @@
 """
 from __future__ import annotations
 
+from contract.prompt import InvalidPrompt
+
 
 class QAError(Exception):
     """Base class of the client's errors."""
 
 
-class InvalidInput(QAError, ValueError):
+class InvalidInput(QAError, InvalidPrompt):
     """The question, context or a parameter cannot be sent (empty, too long, out of range)."""
 
 

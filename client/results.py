@@ -1,4 +1,5 @@
-"""Typed answers and the no-answer threshold (shared with the server's text endpoint).
+"""Typed answers. The no-answer threshold they apply is `contract.prompt.apply_threshold`,
+shared with the server's text endpoint.
 
 An answer is "no answer" (SQuAD 2.0 abstention) when the model generated nothing, or, with a
 threshold, when its score (mean token log-probability, <= 0) is below the threshold. The
@@ -8,13 +9,6 @@ never a server-wide setting; `evaluation` reports the dev-set EM/F1 to choose it
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-def apply_threshold(generated: str, score: float, threshold: float | None) -> tuple[str, bool]:
-    """(reported text, below threshold): the model's text, or "" when its score is below
-    `threshold`. An empty generation stays empty and is not "below threshold"."""
-    below = bool(generated) and threshold is not None and score < threshold
-    return ("" if below else generated), below
 
 
 @dataclass(frozen=True)

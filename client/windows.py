@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from client.errors import InvalidInput
-from client.prompt import PromptEncoder
+from contract.prompt import PromptEncoder
 from client.results import Answer
 
 DEFAULT_STRIDE = 128

@@ -26,7 +26,7 @@ from client.core import DEMO_WARNING, DemoWarnings, config_parameter
 from client.errors import InvalidInput, QAError
 from client.retry import RetryPolicy
 from client.windows import DEFAULT_STRIDE
-from evaluation.data import DEV_SET, load_questions, select
+from shared_data import DEV_SET, load_questions, select
 from evaluation.runner import compare_with_reference, run_server
 
 

@@ -11,7 +11,7 @@ from client.batching import Plan
 from client.core import config_parameter, is_demo
 from client.progress import ProgressBar
 from client.results import Answer
-from evaluation.data import Question
+from shared_data import Question
 from evaluation.squad_v2 import best_threshold, evaluate
 
 

@@ -1,8 +1,9 @@
-"""Command line: build a demo checkpoint, export a checkpoint into the model repository, or
-build TensorRT engines from an export (on a machine with TensorRT and a GPU).
+"""Command line: build a demo checkpoint, export and validate a checkpoint (into its export
+folder; `python -m serving.pipeline build` also installs it and writes the configs), or build
+TensorRT engines from an export (on a machine with TensorRT and a GPU).
 
   python -m export demo-model --size tiny --output build/models/demo-tiny
-  python -m export onnx --model mrm8488/t5-base-finetuned-squadv2 --repository model_repository
+  python -m export onnx --model mrm8488/t5-base-finetuned-squadv2
   python -m export engines --model mrm8488/t5-base-finetuned-squadv2 --precision bf16
 """
 from __future__ import annotations
@@ -12,11 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = "mrm8488/t5-base-finetuned-squadv2"
-
-
-def workdir_for(model: str, root: Path) -> Path:
-    return root / model.strip("/").replace("/", "--")
+from contract.limits import TENSORRT_MAX_BATCH
+from contract.names import SEED_MODEL as DEFAULT_MODEL
+from export import DEFAULT_WORKDIR, workdir_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="logits in the hundreds and answers that stop early at different steps, as trained "
                            "checkpoints have (needs the SQuAD dev set in ../shared/data)")
 
-    onnx = commands.add_parser("onnx", help="export, validate against PyTorch, install into the repository")
+    onnx = commands.add_parser("onnx", help="export and validate against PyTorch (into --workdir)")
     onnx.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder (never replaced by a demo model)")
-    onnx.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    onnx.add_argument("--workdir", type=Path, default=Path("build/onnx"), help="where exports are kept and reused")
+    onnx.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where exports are kept and reused")
     onnx.add_argument("--atol", type=float, default=None,
                       help="validation: |logit difference| accepted at any scale (default: export.validate.ATOL)")
     onnx.add_argument("--rtol", type=float, default=None,
@@ -51,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     engines = commands.add_parser("engines", help="TensorRT engines for the gpu-tensorrt target (needs a GPU)")
     engines.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint exported by `onnx` before")
     engines.add_argument("--repository", type=Path, default=Path("model_repository"))
-    engines.add_argument("--workdir", type=Path, default=Path("build/onnx"))
+    engines.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     engines.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="bf16",
                          help="fp16 keeps the feed-forward output projections in fp32 (T5 overflows fp16)")
-    engines.add_argument("--max-batch", type=int, default=64, help="largest batch the profiles cover")
+    engines.add_argument("--max-batch", type=int, default=TENSORRT_MAX_BATCH, help="largest batch the profiles cover")
     engines.add_argument("--timing-cache", type=Path, default=Path("build/tensorrt/timing.cache"))
 
     args = parser.parse_args(argv)
@@ -77,18 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             print(error, file=sys.stderr)
             return 2
         return 0
-    from export.onnx_export import export_model, install
+    from export.onnx_export import export_model, failure
     from export.validate import ATOL, RTOL, ValidationError
     tolerance = (ATOL if args.atol is None else args.atol, RTOL if args.rtol is None else args.rtol)
     try:
         manifest = export_model(args.model, workdir_for(args.model, args.workdir), *tolerance)
-    except ValidationError as error:
-        print(f"export failed validation: {error}", file=sys.stderr)
+    except (ValidationError, OSError) as error:
+        print(failure(args.model, error), file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"cannot load {args.model!r}: {error}", file=sys.stderr)
-        return 1
-    install(workdir_for(args.model, args.workdir), args.repository)
     print(json.dumps(manifest, indent=2))
     return 0
 

@@ -20,15 +20,15 @@ tuning prompts, the export validation's included, stop early at different steps,
 first where a token allows it (an empty answer: the model abstains), and others run to the limit)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer, T5TokenizerFast
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_TOKENIZER = Path(os.environ.get("T5QA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "t5-base"
+from shared_data import T5_TOKENIZER_DIR
+
+SHARED_TOKENIZER = T5_TOKENIZER_DIR
 
 COMMON = dict(vocab_size=32128, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0,
               feed_forward_proj="relu", tie_word_embeddings=True, relative_attention_num_buckets=32)
@@ -85,7 +85,7 @@ def build_demo_model(size: str, output: Path, seed: int = 0, tokenizer_dir: Path
 
 def tuning_pairs() -> list[tuple[str, str]]:
     """The export validation's prompts, then 28 SQuAD 2.0 dev questions spread over the set."""
-    from evaluation.data import load_questions, select
+    from shared_data import load_questions, select
     from export.validate import VALIDATION_PAIRS
 
     return VALIDATION_PAIRS + [(q.question, q.context) for q in select(load_questions(), 28)]
@@ -93,7 +93,7 @@ def tuning_pairs() -> list[tuple[str, str]]:
 
 def make_realistic(model: T5ForConditionalGeneration, tokenizer) -> None:
     """Large logits and early stops at different steps, in place (see the module docstring)."""
-    from client.prompt import PromptEncoder
+    from contract.prompt import PromptEncoder
     from export.reference import greedy_reference
 
     eos = model.config.eos_token_id

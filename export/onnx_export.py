@@ -28,14 +28,13 @@ from transformers import AutoConfig
 from contract.tokens import TokenIds
 from export.demo_model import is_demo
 from export.validate import ATOL, RTOL, validate_export
-from serving.text_repository import TOKENIZER_FILE
+from contract.names import DECODER, DECODER_INIT, ENCODER, GRAPH, MANIFEST, TOKENIZER_FILE, version_file
 
 TASK = "text2text-generation-with-past"
-GRAPHS = {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"}
+GRAPHS = {ENCODER: "encoder_model.onnx", DECODER: "decoder_model_merged.onnx"}
 # Kept beside the merged graph for TensorRT, which cannot build its If node (NVIDIA/TensorRT#2723):
 # `make engines` builds them into t5_decoder_init (first step) and t5_decoder (later steps).
-SPLIT_GRAPHS = {"t5_decoder_init": "decoder_model.onnx", "t5_decoder_with_past": "decoder_with_past_model.onnx"}
-MANIFEST = "export_manifest.json"
+SPLIT_GRAPHS = {DECODER_INIT: "decoder_model.onnx", "t5_decoder_with_past": "decoder_with_past_model.onnx"}
 EXPORTER_VERSION = 4  # bump when the graphs change, so older exports are not reused
 
 
@@ -103,7 +102,7 @@ def export_model(model: str, workdir: Path, atol: float = ATOL, rtol: float = RT
     started = time.monotonic()
     main_export(model, workdir, task=TASK, custom_onnx_configs=onnx_configs(config), do_validation=False)
     exported = time.monotonic() - started
-    report = validate_export(model, workdir / GRAPHS["t5_encoder"], workdir / GRAPHS["t5_decoder"], atol, rtol)
+    report = validate_export(model, workdir / GRAPHS[ENCODER], workdir / GRAPHS[DECODER], atol, rtol)
     manifest = {
         "model": model,
         "source_key": key,
@@ -118,11 +117,19 @@ def export_model(model: str, workdir: Path, atol: float = ATOL, rtol: float = RT
     return manifest
 
 
+def failure(model: str, error: Exception) -> str:
+    """What to tell a user whose export failed: validation, or a checkpoint that cannot load."""
+    from export.validate import ValidationError
+    if isinstance(error, ValidationError):
+        return f"export failed validation: {error}"
+    return f"cannot load {model!r}: {error}"
+
+
 def install(workdir: Path, repository: Path) -> dict:
     """Place the validated graphs into `repository`'s version folders (hard links when possible)."""
     manifest = json.loads((workdir / MANIFEST).read_text())
     for model_name, filename in GRAPHS.items():
-        target = repository / model_name / "1" / "model.onnx"
+        target = repository / version_file(model_name, GRAPH)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         try:

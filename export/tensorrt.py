@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.limits import MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP, TENSORRT_MAX_BATCH
+from contract.limits import MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP, TENSORRT_MAX_BATCH
 
 ENGINES = {"t5_encoder": "encoder_model.onnx", "t5_decoder_init": "decoder_model.onnx",
            "t5_decoder": "decoder_with_past_model.onnx"}

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-from client.prompt import PromptEncoder
+from contract.prompt import PromptEncoder
 from contract.tokens import TokenIds
 from export.reference import Reference, greedy_reference
-from serving.greedy import greedy_generate
-from serving.onnx_runtime import OrtSeq2Seq
+from runtime.greedy import greedy_generate
+from runtime.onnx_runtime import OrtSeq2Seq
 
 VALIDATION_PAIRS = [
     ("What is the capital of France?", "Paris is the capital and most populous city of France."),

@@ -35,9 +35,9 @@ from locust.exception import StopUser  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.inputs
 from client import QAClient  # noqa: E402
-from client.prompt import load_tokenizer  # noqa: E402
+from client.tokenizer import load_tokenizer  # noqa: E402
 from loadtest.safety import loopback_host  # noqa: E402
-from tests.inputs import squad_pairs  # noqa: E402  (the project's loader of the shared dev set)
+from shared_data import squad_pairs  # noqa: E402
 
 log = logging.getLogger("loadtest")
 _shared: dict = {}  # tokenizer and questions, loaded once per Locust process

@@ -41,11 +41,16 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract.files import generated_files
+from contract.graphs import DecoderSignature
+from contract.limits import DEFAULT_NEW_TOKENS, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP, TENSORRT_MAX_BATCH
+from contract.names import (ATTENTION_MASK, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES, GENERATION_OUTPUTS,
+                            GREEDY, INPUT_IDS, LAST_HIDDEN_STATE, MANIFEST, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
+                            OUTPUT_SCORES, QA, VALIDATE, version_file)
+from contract.parameters import GraphParameters, GreedyParameters, ModelParameters, ServedModel, ValidateParameters
 from contract.tokens import TokenIds
-from serving.limits import DEFAULT_NEW_TOKENS, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP
 from serving.text_repository import text_configs
 
-MANIFEST = "export_manifest.json"
 DECODER_MODES = ("in_process", "bls")
 ONNX_TO_TRITON = {"FLOAT": mc.TYPE_FP32, "FLOAT16": mc.TYPE_FP16, "BFLOAT16": mc.TYPE_BF16,
                   "INT64": mc.TYPE_INT64, "INT32": mc.TYPE_INT32, "BOOL": mc.TYPE_BOOL}
@@ -90,9 +95,9 @@ def _tensor(cls, name: str, dtype: int, dims: list[int], optional: bool = False)
     return message
 
 
-def _params(config: mc.ModelConfig, **values: object) -> None:
-    for key, value in values.items():
-        config.parameters[key].string_value = str(value)
+def _params(config: mc.ModelConfig, parameters: ModelParameters) -> None:
+    for key, value in parameters.to_strings().items():
+        config.parameters[key].string_value = value
 
 
 def _graph_tensors(cls, signature: dict, batched: bool) -> list:
@@ -104,12 +109,12 @@ def _graph_tensors(cls, signature: dict, batched: bool) -> list:
 def generation_outputs() -> list:
     """What the decode loop returns, and the ensemble with it: per row the new token ids
     (`</s>` included when emitted, then padding), their count, their mean log-probability."""
-    return [_tensor(mc.ModelOutput, "output_ids", mc.TYPE_INT64, [-1]),
-            _tensor(mc.ModelOutput, "output_lengths", mc.TYPE_INT32, [1]),
-            _tensor(mc.ModelOutput, "output_scores", mc.TYPE_FP32, [1])]
+    return [_tensor(mc.ModelOutput, OUTPUT_IDS, mc.TYPE_INT64, [-1]),
+            _tensor(mc.ModelOutput, OUTPUT_LENGTHS, mc.TYPE_INT32, [1]),
+            _tensor(mc.ModelOutput, OUTPUT_SCORES, mc.TYPE_FP32, [1])]
 
 
-def _graph_model(name: str, signature: dict, target: Target, batch: int) -> mc.ModelConfig:
+def _graph_model(name: str, signature: dict, target: Target, batch: int, lazy: bool = False) -> mc.ModelConfig:
     """A model serving one exported graph with the target's backend; batch 0 = no batch dim."""
     config = mc.ModelConfig(name=name, max_batch_size=batch)
     if target.graph_backend == "tensorrt":
@@ -120,7 +125,7 @@ def _graph_model(name: str, signature: dict, target: Target, batch: int) -> mc.M
     config.output.extend(_graph_tensors(mc.ModelOutput, signature["outputs"], batched=batch > 0))
     config.instance_group.add(count=1, kind=target.instance_kind)
     if target.graph_backend == "python":
-        _params(config, intra_op_threads=0)
+        _params(config, GraphParameters(intra_op_threads=0, lazy_session=lazy))
     if target.ort_tensorrt_precision and target.graph_backend == "onnxruntime":
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         accelerator.parameters["precision_mode"] = target.ort_tensorrt_precision
@@ -161,88 +166,78 @@ def _warmup(config: mc.ModelConfig, signature: dict, batch: int) -> None:
 def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     """Every model's config for `target`, from the export manifest."""
     graphs = manifest["graphs"]
-    encoder_sig = graphs["t5_encoder"]
-    hidden_dims = encoder_sig["outputs"]["last_hidden_state"][1][1:]  # [-1, d_model]
+    encoder_sig = graphs[ENCODER]
+    hidden_dims = encoder_sig["outputs"][LAST_HIDDEN_STATE][1][1:]  # [-1, d_model]
     batch = target.max_batch_size
     configs: dict[str, mc.ModelConfig] = {}
     tokens = TokenIds.from_dict(manifest["token_ids"])
-    limits = dict(max_input_tokens=MAX_INPUT_TOKENS, vocab_size=tokens.vocab_size)
 
-    encoder = _graph_model("t5_encoder", encoder_sig, target, batch)
+    encoder = _graph_model(ENCODER, encoder_sig, target, batch)
     encoder.dynamic_batching.max_queue_delay_microseconds = 0  # batch only what already waits
     encoder.instance_group[0].count = target.encoder_instances
-    _params(encoder, **limits)
-    configs["t5_encoder"] = encoder
+    configs[ENCODER] = encoder
     # One place checks the token ids, for every target, before any backend sees them.
-    validate = mc.ModelConfig(name="t5_validate", backend="python", max_batch_size=batch)
-    validate.input.extend([_tensor(mc.ModelInput, n, mc.TYPE_INT64, [-1]) for n in ("input_ids", "attention_mask")])
+    validate = mc.ModelConfig(name=VALIDATE, backend="python", max_batch_size=batch)
+    validate.input.extend([_tensor(mc.ModelInput, n, mc.TYPE_INT64, [-1]) for n in (INPUT_IDS, ATTENTION_MASK)])
     validate.output.extend([_tensor(mc.ModelOutput, f"valid_{n}", mc.TYPE_INT64, [-1])
-                            for n in ("input_ids", "attention_mask")])
+                            for n in (INPUT_IDS, ATTENTION_MASK)])
     validate.dynamic_batching.max_queue_delay_microseconds = 0
     validate.instance_group.add(count=1, kind=CPU)
-    _params(validate, **limits)
-    configs["t5_validate"] = validate
+    _params(validate, ValidateParameters(MAX_INPUT_TOKENS, tokens.vocab_size))
+    configs[VALIDATE] = validate
 
     # Decode steps of different requests have different cache lengths, so Triton cannot batch
     # them; t5_greedy batches its own rows. Hence no batch dimension in the decoder configs.
     if target.split_decoder:
-        configs["t5_decoder_init"] = _graph_model("t5_decoder_init", graphs["t5_decoder_init"], target, 0)
+        configs[DECODER_INIT] = _graph_model(DECODER_INIT, graphs[DECODER_INIT], target, 0)
         decoder_sig = graphs["t5_decoder_with_past"]
     else:
-        decoder_sig = graphs["t5_decoder"]
-    decoder = _graph_model("t5_decoder", decoder_sig, target, 0)
-    if target.graph_backend == "python":
-        _params(decoder, load_session="lazy" if target.decoder_mode == "in_process" else "eager")
-    configs["t5_decoder"] = decoder
+        decoder_sig = graphs[DECODER]
+    configs[DECODER] = _graph_model(DECODER, decoder_sig, target, 0, lazy=target.decoder_mode == "in_process")
 
-    past = [n for n in decoder_sig["inputs"] if n.startswith("past_key_values.")]
-    _, past_dims = decoder_sig["inputs"][past[0]]
-    greedy = mc.ModelConfig(name="t5_greedy", backend="python", max_batch_size=batch)
+    inputs = {name: dims for name, (_, dims) in decoder_sig["inputs"].items()}
+    inputs[ENCODER_HIDDEN_STATES] = [-1, -1, hidden_dims[-1]]  # the with-past graph does not take them
+    greedy = mc.ModelConfig(name=GREEDY, backend="python", max_batch_size=batch)
     greedy.input.extend([
-        _tensor(mc.ModelInput, "encoder_hidden_states", mc.TYPE_FP32, hidden_dims),
-        _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelInput, "max_new_tokens", mc.TYPE_INT32, [1], optional=True),
+        _tensor(mc.ModelInput, ENCODER_HIDDEN_STATES, mc.TYPE_FP32, hidden_dims),
+        _tensor(mc.ModelInput, ATTENTION_MASK, mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelInput, MAX_NEW_TOKENS, mc.TYPE_INT32, [1], optional=True),
     ])
     greedy.output.extend(generation_outputs())
     greedy.dynamic_batching.max_queue_delay_microseconds = 0
     greedy.instance_group.add(count=1, kind=target.instance_kind)  # one scheduler batches every request
-    _params(greedy, decoder_mode=target.decoder_mode, decoder_model="t5_decoder",
-            decoder_init_model="t5_decoder_init" if target.split_decoder else "",
-            decoder_graph="t5_decoder/1/model.onnx", intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS,
-            max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
-            max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows, batching=target.batching,
-            decoder_signature=json.dumps({"past_names": past, "num_heads": past_dims[1], "head_dim": past_dims[3],
-                                          "d_model": hidden_dims[-1]}),
-            token_ids=json.dumps(tokens.as_dict()))
-    if target.on_gpu:
-        _params(greedy, FORCE_CPU_ONLY_INPUT_TENSORS="no")
-    configs["t5_greedy"] = greedy
+    _params(greedy, GreedyParameters(
+        decoder_mode=target.decoder_mode, decoder_model=DECODER,
+        decoder_init_model=DECODER_INIT if target.split_decoder else "", decoder_graph=version_file(DECODER),
+        intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
+        max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows, batching=target.batching,
+        signature=DecoderSignature.from_inputs(inputs), tokens=tokens, cpu_only_inputs=not target.on_gpu))
+    configs[GREEDY] = greedy
 
-    qa = mc.ModelConfig(name="t5_qa", platform="ensemble", max_batch_size=batch)
+    qa = mc.ModelConfig(name=QA, platform="ensemble", max_batch_size=batch)
     qa.input.extend([
-        _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelInput, "max_new_tokens", mc.TYPE_INT32, [1], optional=True),
+        _tensor(mc.ModelInput, INPUT_IDS, mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelInput, ATTENTION_MASK, mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelInput, MAX_NEW_TOKENS, mc.TYPE_INT32, [1], optional=True),
     ])
     qa.output.extend(generation_outputs())
+    ids, mask = f"valid_{INPUT_IDS}", f"valid_{ATTENTION_MASK}"
     qa.ensemble_scheduling.step.add(
-        model_name="t5_validate", model_version=-1, input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
-        output_map={"valid_input_ids": "valid_input_ids", "valid_attention_mask": "valid_attention_mask"})
-    ids, mask = "valid_input_ids", "valid_attention_mask"
+        model_name=VALIDATE, model_version=-1, input_map={INPUT_IDS: INPUT_IDS, ATTENTION_MASK: ATTENTION_MASK},
+        output_map={ids: ids, mask: mask})
     qa.ensemble_scheduling.step.add(
-        model_name="t5_encoder", model_version=-1,
-        input_map={"input_ids": ids, "attention_mask": mask},
-        output_map={"last_hidden_state": "encoder_hidden_states"})
+        model_name=ENCODER, model_version=-1, input_map={INPUT_IDS: ids, ATTENTION_MASK: mask},
+        output_map={LAST_HIDDEN_STATE: ENCODER_HIDDEN_STATES})
     qa.ensemble_scheduling.step.add(
-        model_name="t5_greedy", model_version=-1,
-        input_map={"encoder_hidden_states": "encoder_hidden_states", "attention_mask": mask,
-                   "max_new_tokens": "max_new_tokens"},
-        output_map={t.name: t.name for t in generation_outputs()})
-    _params(qa, model_source=manifest["model"], demo_model=str(bool(manifest["demo"])).lower(),
-            target=target.name, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
-            max_input_tokens=MAX_INPUT_TOKENS, eos_token_id=tokens.eos, pad_token_id=tokens.pad,
-            decoder_start_token_id=tokens.decoder_start, vocab_size=tokens.vocab_size)
-    configs["t5_qa"] = qa
+        model_name=GREEDY, model_version=-1,
+        input_map={ENCODER_HIDDEN_STATES: ENCODER_HIDDEN_STATES, ATTENTION_MASK: mask, MAX_NEW_TOKENS: MAX_NEW_TOKENS},
+        output_map={name: name for name in GENERATION_OUTPUTS})
+    _params(qa, ServedModel(
+        model_source=manifest["model"], demo_model=bool(manifest["demo"]), target=target.name,
+        default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP, max_input_tokens=MAX_INPUT_TOKENS,
+        eos_token_id=tokens.eos, pad_token_id=tokens.pad, decoder_start_token_id=tokens.decoder_start,
+        vocab_size=tokens.vocab_size))
+    configs[QA] = qa
     configs.update(text_configs(manifest, target, configs))
     return configs
 
@@ -271,17 +266,16 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
     if not 1 <= chosen.max_batch_size <= chosen.max_active_rows:
         raise ValueError(f"max batch size must be between 1 and {chosen.max_active_rows} (rows decoded at once)")
     if chosen.graph_backend == "tensorrt":
-        from serving.limits import TENSORRT_MAX_BATCH
         if chosen.max_batch_size > TENSORRT_MAX_BATCH:
             raise ValueError(f"max batch size {chosen.max_batch_size} exceeds {TENSORRT_MAX_BATCH}, the largest batch "
-                             f"the TensorRT engines' optimization profiles cover (serving.limits.TENSORRT_MAX_BATCH, "
+                             f"the TensorRT engines' optimization profiles cover (contract.limits.TENSORRT_MAX_BATCH, "
                              f"built by export/tensorrt.py): use at most {TENSORRT_MAX_BATCH} for target {target}")
     configs = build_configs(manifest, chosen)
     for stale in repository.glob("*/config.pbtxt"):  # a model of another target must not load
-        if stale.parent.name not in configs and stale.read_text().startswith("# Generated by"):
+        if stale.parent.name not in configs:
             stale.unlink()
-            if not any(p.is_file() for p in stale.parent.rglob("*")):  # nothing committed in it
-                shutil.rmtree(stale.parent)
+            if not any(p.is_file() and p not in generated_files(repository) for p in stale.parent.rglob("*")):
+                shutil.rmtree(stale.parent)  # nothing but generated files in it
     for name, config in configs.items():
         path = repository / name / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
                              "empty batch (request: the baseline of the benchmark)")
     parser.add_argument("--ort-tensorrt", choices=("FP32", "FP16"), default=None,
                         help="gpu-onnxruntime: enable ONNX Runtime's TensorRT execution accelerator at this precision")
-    from serving.limits import TENSORRT_MAX_BATCH
     parser.add_argument("--max-batch-size", type=int, default=None,
                         help="largest batch one request may carry (default: the target's, cpu 8, GPU 64); at most "
                              f"the target's max_active_rows, and for gpu-tensorrt at most {TENSORRT_MAX_BATCH}, the "

@@ -8,19 +8,18 @@ when it stops answering (Triton does not restart a dead Python backend stub itse
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
 from client.api import QAClient
-from export.__main__ import DEFAULT_MODEL, workdir_for
+from contract.names import SEED_MODEL
+from export import DEFAULT_WORKDIR
 from export.demo_model import build_demo_model
-from export.onnx_export import export_model, install
 from export.validate import ATOL, RTOL, ValidationError
-from serving.repository import TARGETS, write_repository
-from serving.server import Ports, TritonServer
+from serving.pipeline import build
+from serving.repository import TARGETS
+from serving.server import Ports, TritonServer, stop_on_signals
 from serving.supervisor import (EXIT_GAVE_UP, SupervisorGaveUp, add_supervisor_arguments,
                                 supervisor_from_arguments)
 
@@ -45,13 +44,15 @@ def banner(lines: list[str]) -> None:
           sep="\n", file=sys.stderr, flush=True)
 
 
-def export_with_fallback(model: str, demo_size: str, workdir: Path, tolerance: tuple[float, float] = (ATOL, RTOL)) -> str:
-    """Export `model`; if it cannot be loaded and `demo_size` is not 'none', export a demo model.
-    A model that loads but fails validation raises ValidationError: it is never replaced."""
+def build_with_fallback(model: str, demo_size: str, repository: Path, target: str, workdir: Path,
+                        tolerance: tuple[float, float] = (ATOL, RTOL)) -> str:
+    """Build the repository for `model` (`serving.pipeline.build`); if it cannot be loaded and
+    `demo_size` is not 'none', for a demo model. A model that loads but fails validation raises
+    ValidationError: it is never replaced. Returns the model served."""
     local = Path(model).is_dir()
     if local or hub_reachable():
         try:
-            export_model(model, workdir_for(model, workdir), *tolerance)
+            build(model, repository, target, workdir, tolerance)
             return model
         except OSError as error:
             reason = f"cannot load {model}: {str(error).splitlines()[0]}"
@@ -65,18 +66,18 @@ def export_with_fallback(model: str, demo_size: str, workdir: Path, tolerance: t
             "Serve real weights with: make serve MODEL=<hub id or checkpoint folder>"])
     if not (demo / "config.json").is_file():
         build_demo_model(demo_size, demo)
-    export_model(str(demo), workdir_for(str(demo), workdir))
+    build(str(demo), repository, target, workdir, tolerance)
     return str(demo)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local checkpoint folder")
+    parser.add_argument("--model", default=SEED_MODEL, help="Hub id or local checkpoint folder")
     parser.add_argument("--demo-fallback", choices=("base", "tiny", "none"), default="base",
                         help="demo model to serve when --model cannot be loaded")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--workdir", type=Path, default=Path("build/onnx"))
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--target", choices=sorted(TARGETS), default="cpu")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -99,12 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot serve TARGET={args.target}: {error}", file=sys.stderr)
             return 1
     try:
-        served = export_with_fallback(args.model, args.demo_fallback, args.workdir, (args.atol, args.rtol))
+        served = build_with_fallback(args.model, args.demo_fallback, args.repository, args.target, args.workdir,
+                                     (args.atol, args.rtol))
     except ValidationError as error:
         print(f"export failed validation, not serving {args.model}: {error}", file=sys.stderr)
         return 1
-    install(workdir_for(served, args.workdir), args.repository)
-    write_repository(args.repository, args.target)
     if args.target == "cpu":
         server = TritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout)
     else:
@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         server = DockerTritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout)
         args.no_supervise = True  # the container's restart policy (or Kubernetes) supervises it
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     server.start()
     try:
         server.wait_ready()

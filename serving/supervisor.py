@@ -26,7 +26,6 @@ that times out because the server is merely busy would restart a healthy server.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from serving.server import Ports, TritonServer
+from serving.server import Ports, TritonServer, stop_on_signals
 
 # "question: Who? context: Bob.</s>" in T5 ids; any in-vocabulary ids would do.
 PROBE_IDS = np.array([[822, 10, 2645, 58, 2625, 10, 5762, 5, 1]], dtype=np.int64)
@@ -209,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = TritonServer(args.repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
                           address=args.address, exit_timeout_s=args.exit_timeout, log_file=args.log_file)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     server.start()
     try:
         server.wait_ready()

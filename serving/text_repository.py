@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.limits import MAX_TEXT_BYTES
+from contract.limits import MAX_TEXT_BYTES
+from contract.names import (ANSWER, ATTENTION_MASK, CONTEXT, DETOKENIZE, INPUT_IDS, NO_ANSWER, NO_ANSWER_THRESHOLD, QA,
+                            QA_TEXT, QUESTION, SCORE, TOKENIZE, TOKENIZER_FILE)
+from contract.parameters import DetokenizeParameters, ModelParameters, ServedModel, TokenizeParameters
+from contract.tokens import TokenIds
 
-TOKENIZER_FILE = "t5_tokenize/1/tokenizer.json"  # relative to the repository root
 CPU = mc.ModelInstanceGroup.KIND_CPU
 
 
@@ -30,47 +33,45 @@ def _as(cls, tensor):
     return cls(name=tensor.name, data_type=tensor.data_type, dims=list(tensor.dims))
 
 
-def _python_model(name: str, batch: int, **params: str) -> mc.ModelConfig:
+def _python_model(name: str, batch: int, parameters: ModelParameters) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=batch)
     config.instance_group.add(count=1, kind=CPU)
-    for key, value in params.items():
+    for key, value in parameters.to_strings().items():
         config.parameters[key].string_value = value
     return config
 
 
 def text_configs(manifest: dict, target: object, token_configs: dict[str, mc.ModelConfig]) -> dict[str, mc.ModelConfig]:
     """Configs of the text-endpoint models for `target`, given the token-id models' configs."""
-    qa = token_configs["t5_qa"]
+    qa = token_configs[QA]
     batch = qa.max_batch_size
-    token_inputs = [t for t in qa.input if t.name in ("input_ids", "attention_mask")]
-    extra_inputs = [t for t in qa.input if t.name not in ("input_ids", "attention_mask")]
-    max_tokens = qa.parameters["max_input_tokens"].string_value
+    token_inputs = [t for t in qa.input if t.name in (INPUT_IDS, ATTENTION_MASK)]
+    extra_inputs = [t for t in qa.input if t.name not in (INPUT_IDS, ATTENTION_MASK)]
+    served = ServedModel.from_strings({k: v.string_value for k, v in qa.parameters.items()})
 
-    ids = {key: qa.parameters[key].string_value for key in ("eos_token_id", "pad_token_id")}
-    tokenize = _python_model("t5_tokenize", batch, tokenizer_file=TOKENIZER_FILE, max_input_tokens=max_tokens,
-                             max_text_bytes=str(MAX_TEXT_BYTES), **ids)
-    tokenize.input.extend([_string(mc.ModelInput, "question"), _string(mc.ModelInput, "context")])
+    tokenize = _python_model(TOKENIZE, batch, TokenizeParameters(TOKENIZER_FILE, served.max_input_tokens, MAX_TEXT_BYTES,
+                                                                 TokenIds.from_dict(manifest["token_ids"])))
+    tokenize.input.extend([_string(mc.ModelInput, QUESTION), _string(mc.ModelInput, CONTEXT)])
     tokenize.output.extend(_as(mc.ModelOutput, t) for t in token_inputs)
 
-    threshold = mc.ModelInput(name="no_answer_threshold", data_type=mc.TYPE_FP32, dims=[1], optional=True)
-    detokenize = _python_model("t5_detokenize", batch, tokenizer_file=TOKENIZER_FILE)
+    threshold = mc.ModelInput(name=NO_ANSWER_THRESHOLD, data_type=mc.TYPE_FP32, dims=[1], optional=True)
+    detokenize = _python_model(DETOKENIZE, batch, DetokenizeParameters(TOKENIZER_FILE))
     detokenize.input.extend(_as(mc.ModelInput, t) for t in qa.output)
     detokenize.input.append(threshold)
-    detokenize.output.extend([_string(mc.ModelOutput, "answer"),
-                              mc.ModelOutput(name="score", data_type=mc.TYPE_FP32, dims=[1]),
-                              mc.ModelOutput(name="no_answer", data_type=mc.TYPE_BOOL, dims=[1])])
+    detokenize.output.extend([_string(mc.ModelOutput, ANSWER),
+                              mc.ModelOutput(name=SCORE, data_type=mc.TYPE_FP32, dims=[1]),
+                              mc.ModelOutput(name=NO_ANSWER, data_type=mc.TYPE_BOOL, dims=[1])])
 
-    text = mc.ModelConfig(name="t5_qa_text", platform="ensemble", max_batch_size=batch)
-    text.input.extend([_string(mc.ModelInput, "question"), _string(mc.ModelInput, "context"), *extra_inputs, threshold])
+    text = mc.ModelConfig(name=QA_TEXT, platform="ensemble", max_batch_size=batch)
+    text.input.extend([_string(mc.ModelInput, QUESTION), _string(mc.ModelInput, CONTEXT), *extra_inputs, threshold])
     text.output.extend(_as(mc.ModelOutput, t) for t in detokenize.output)
     text.ensemble_scheduling.step.add(
-        model_name="t5_tokenize", model_version=-1, input_map={"question": "question", "context": "context"},
+        model_name=TOKENIZE, model_version=-1, input_map={QUESTION: QUESTION, CONTEXT: CONTEXT},
         output_map={t.name: t.name for t in token_inputs})
     text.ensemble_scheduling.step.extend(qa.ensemble_scheduling.step)
     text.ensemble_scheduling.step.add(
-        model_name="t5_detokenize", model_version=-1, input_map={t.name: t.name for t in detokenize.input},
+        model_name=DETOKENIZE, model_version=-1, input_map={t.name: t.name for t in detokenize.input},
         output_map={t.name: t.name for t in detokenize.output})
     for key, value in qa.parameters.items():
         text.parameters[key].CopyFrom(value)
-    text.parameters["token_model"].string_value = qa.name
     return {c.name: c for c in (tokenize, detokenize, text)}

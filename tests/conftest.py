@@ -4,7 +4,6 @@ the export validation's prompts too), a real tritonserver over it on free loopba
 (started once per test session), and the in-process PyTorch reference it must match."""
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from client import QAClient
-from client.prompt import PromptEncoder, load_tokenizer
+from client.tokenizer import load_tokenizer
+from contract.prompt import PromptEncoder
 from contract.tokens import TokenIds
+from export import workdir_for
 from export.demo_model import build_demo_model
-from export.onnx_export import export_model, install
 from export.reference import greedy_reference
-from serving.repository import write_repository
+from serving.pipeline import build, copy_code
 from serving.server import Ports, TritonServer
 from tests.inputs import TOKENIZER_JSON
 
@@ -65,31 +65,32 @@ def tokens(hf_model) -> TokenIds:
 
 def copy_model_code(root: Path) -> Path:
     """A fresh model repository holding only the committed model code."""
-    return shutil.copytree(SOURCE_REPOSITORY, root / "model_repository",
-                           ignore=shutil.ignore_patterns("*.onnx", "config.pbtxt", "export_manifest.json",
-                                                         "__pycache__"))
+    return copy_code(SOURCE_REPOSITORY, root / "model_repository")
 
 
-def build_repository(checkpoint: Path, root: Path, workdir: Path | None = None,
+def build_repository(checkpoint: Path, root: Path, exports: Path | None = None,
                      decoder_mode: str | None = None) -> Path:
-    """Export with the project's code (reusing `workdir`'s export if there is one) into a
-    fresh copy of the repository's model code."""
+    """The build pipeline into a fresh copy of the repository's model code (reusing an export
+    of the same checkpoint under `exports`)."""
     repository = copy_model_code(root)
-    workdir = workdir or root / "onnx"
-    export_model(str(checkpoint), workdir)
-    install(workdir, repository)
-    write_repository(repository, "cpu", decoder_mode)
+    build(str(checkpoint), repository, "cpu", exports or root / "onnx", decoder_mode=decoder_mode)
     return repository
 
 
 @pytest.fixture(scope="session")
-def export_dir(tmp_path_factory) -> Path:
+def exports(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("onnx")
 
 
 @pytest.fixture(scope="session")
-def repository(tmp_path_factory, checkpoint, export_dir) -> Path:
-    return build_repository(checkpoint, tmp_path_factory.mktemp("serving"), export_dir)
+def export_dir(exports, checkpoint) -> Path:
+    """The test checkpoint's export folder (graphs, manifest, tokenizer)."""
+    return workdir_for(str(checkpoint), exports)
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory, checkpoint, exports) -> Path:
+    return build_repository(checkpoint, tmp_path_factory.mktemp("serving"), exports)
 
 
 def start_server(repository: Path, log_file: Path) -> TritonServer:
@@ -119,10 +120,10 @@ def client(server, prompts):
 
 
 @pytest.fixture(scope="session")
-def bls_client(tmp_path_factory, checkpoint, export_dir, prompts):
+def bls_client(tmp_path_factory, checkpoint, exports, prompts):
     """The same model served with `t5_greedy` calling `t5_decoder` through BLS (GPU targets' path)."""
     root = tmp_path_factory.mktemp("serving-bls")
-    server = start_server(build_repository(checkpoint, root, export_dir, "bls"), root / "tritonserver.log")
+    server = start_server(build_repository(checkpoint, root, exports, "bls"), root / "tritonserver.log")
     with QAClient(f"127.0.0.1:{server.ports.grpc}", tokenizer=prompts.tokenizer) as qa:
         yield qa
     server.stop()

@@ -19,7 +19,7 @@ from tritonclient import grpc
 
 from client import QAClient
 from export.demo_model import SIZES, build_demo_model
-from export.onnx_export import MANIFEST
+from contract.names import MANIFEST
 from export.reference import generate_supported, greedy_reference
 from tests.conftest import build_repository, start_server
 from tests.inputs import parity_pairs

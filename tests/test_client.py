@@ -178,8 +178,8 @@ def test_unreachable_server_is_retried_with_backoff_then_unavailable(protocol, u
 
 
 @pytest.fixture(scope="module")
-def spare_repository(tmp_path_factory, checkpoint, export_dir):
-    return build_repository(checkpoint, tmp_path_factory.mktemp("spare"), export_dir)
+def spare_repository(tmp_path_factory, checkpoint, exports):
+    return build_repository(checkpoint, tmp_path_factory.mktemp("spare"), exports)
 
 
 def test_stopped_server_gives_unavailable_and_the_same_client_reconnects_after_restart(
@@ -299,7 +299,9 @@ def test_cli_help_documents_every_command(command, needed):
 
 def test_client_package_builds_alone_with_three_dependencies(tmp_path):
     source = tmp_path / "client"
-    shutil.copytree(REPO_ROOT / "client", source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    for package in ("client", "contract"):  # the client's wheel carries the contract beside it
+        shutil.copytree(REPO_ROOT / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist")], check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path / "dist").glob("*.whl"))
@@ -308,15 +310,26 @@ def test_client_package_builds_alone_with_three_dependencies(tmp_path):
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     modules = {n.split("/", 1)[1] for n in names if n.startswith("client/")}
-    assert {"__init__.py", "__main__.py", "api.py", "aio.py", "prompt.py", "errors.py"} <= modules
+    assert {"__init__.py", "__main__.py", "api.py", "aio.py", "tokenizer.py", "errors.py"} <= modules
+    assert {"contract/prompt.py", "contract/limits.py", "contract/names.py"} <= set(names)
     requires = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0]
                       for line in metadata.splitlines() if line.startswith("Requires-Dist:"))
     assert requires == ["numpy", "tokenizers", "tritonclient[grpc,http]"]
     assert "t5qa = client.__main__:main" in entry_points
+    installed = tmp_path / "site-packages"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(installed)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     imported = subprocess.run([sys.executable, "-c", "import sys, client, client.aio, client.__main__; "
-                               "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))"],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert imported.stdout.strip() == "[]", "the client must not import torch or transformers"
+                               "print(sorted({m.split('.')[0] for m in sys.modules} & "
+                               "{'torch', 'transformers', 'serving', 'runtime', 'export'}), client.__file__)"],
+                              cwd=elsewhere, env=dict(os.environ, PYTHONPATH=str(installed)), capture_output=True,
+                              text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    found, location = imported.stdout.split()
+    assert found == "[]", "the client must not import torch, transformers or server code"
+    assert location.startswith(str(installed)), "imported from the wheel, not from the project"
 
 
 def test_text_that_is_not_utf8_is_refused_naming_the_field(client):

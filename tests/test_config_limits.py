@@ -8,7 +8,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export.tensorrt import Limits, profile_shapes
 from serving import repository as repository_cli
-from serving.limits import TENSORRT_MAX_BATCH
+from contract.limits import TENSORRT_MAX_BATCH
 
 
 def test_engine_profiles_end_at_the_limit_the_repository_enforces():

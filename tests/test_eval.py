@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from evaluation.data import load_questions, select
+from shared_data import load_questions, select
 from evaluation.squad_v2 import evaluate
 from tests.conftest import REPO_ROOT
 from tests.inputs import TOKENIZER_JSON

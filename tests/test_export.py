@@ -6,7 +6,8 @@ import json
 import pytest
 
 from export.demo_model import build_demo_model, is_demo
-from export.onnx_export import GRAPHS, MANIFEST, export_model, install
+from contract.names import MANIFEST
+from export.onnx_export import GRAPHS, export_model, install
 from export.validate import VALIDATION_PAIRS, ValidationError, validate_export
 
 

@@ -11,7 +11,7 @@ from client import QAClient
 from client.errors import InvalidInput
 from client.results import Answer
 from client.windows import choose, context_windows
-from evaluation.data import load_questions
+from shared_data import load_questions
 
 QUESTION = "Which country is this text about?"
 

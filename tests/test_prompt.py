@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from transformers import T5TokenizerFast
 
-from client.errors import InvalidInput
-from client.prompt import MAX_INPUT_TOKENS, prompt_text
+from contract.prompt import InvalidPrompt
+from contract.limits import MAX_INPUT_TOKENS
+from contract.prompt import prompt_text
 from tests.inputs import TOKENIZER_JSON
 
 
@@ -31,7 +32,7 @@ def test_long_context_is_truncated_like_transformers(prompts, hf_tokenizer):
 
 def test_question_is_never_truncated(prompts):
     question = "why " * 600 + "?"
-    with pytest.raises(InvalidInput, match="question is too long"):
+    with pytest.raises(InvalidPrompt, match="question is too long"):
         prompts.encode(question, "short context")
     long_question = "why " * 400 + "?"  # fits: the context gives way
     ids = prompts.encode(long_question, "context " * 400)
@@ -45,12 +46,12 @@ def test_question_is_never_truncated(prompts):
     (None, "c", "question must be a string"), ("q", b"bytes", "context must be a string"),
 ])
 def test_bad_text_is_refused_with_the_reason(prompts, question, context, problem):
-    with pytest.raises(InvalidInput, match=problem):
+    with pytest.raises(InvalidPrompt, match=problem):
         prompts.encode(question, context)
 
 
 def test_empty_batch_is_refused(prompts):
-    with pytest.raises(InvalidInput, match="no questions"):
+    with pytest.raises(InvalidPrompt, match="no questions"):
         prompts.encode_batch([])
 
 
@@ -70,7 +71,7 @@ def test_installed_client_finds_the_served_models_tokenizer(tmp_path):
     served = work / "model_repository" / "t5_tokenize" / "1"
     served.mkdir(parents=True)
     shutil.copy(TOKENIZER_JSON, served / "tokenizer.json")
-    code = "from client.prompt import load_tokenizer; print(load_tokenizer().get_vocab_size())"
+    code = "from client.tokenizer import load_tokenizer; print(load_tokenizer().get_vocab_size())"
     env = {k: v for k, v in os.environ.items() if k != "T5QA_TOKENIZER"} | {"PYTHONPATH": str(site)}
     found = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=60)
     assert found.returncode == 0, found.stderr
@@ -88,5 +89,5 @@ def test_prompt_encoder_takes_the_served_models_ids(prompts):
     assert (served.eos_id, served.pad_id, served.max_tokens) == (7, 3, 64)
     ids, mask = served.pad([[5, 6, 7], [8]])
     assert ids.tolist() == [[5, 6, 7], [8, 3, 3]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    with pytest.raises(InvalidInput, match=r"does not append </s> \(id 7\)"):
+    with pytest.raises(InvalidPrompt, match=r"does not append </s> \(id 7\)"):
         served.encode("Who?", "Bob.")  # the t5-base tokenizer ends prompts with id 1

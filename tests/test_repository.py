@@ -9,6 +9,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract.parameters import (DetokenizeParameters, GraphParameters, GreedyParameters, ServedModel,
+                                 TokenizeParameters, ValidateParameters)
+from contract.tokens import TokenIds
 from serving.repository import TARGETS, build_configs
 
 MODELS = ["t5_validate", "t5_encoder", "t5_decoder", "t5_greedy", "t5_qa"]
@@ -113,14 +116,35 @@ def test_tensor_names_match_the_onnx_graphs(repository, manifest, export_dir, ta
         assert [t.name for t in config.output] == [o.name for o in graph.output]
 
 
-def test_greedy_knows_the_decoders_cache_inputs(repository):
+def strings(config: mc.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_greedy_knows_the_decoders_cache_inputs(repository, manifest):
     decoder = parse(repository / "t5_decoder" / "config.pbtxt")
-    greedy = parse(repository / "t5_greedy" / "config.pbtxt")
-    signature = json.loads(greedy.parameters["decoder_signature"].string_value)
+    greedy = GreedyParameters.from_strings(strings(parse(repository / "t5_greedy" / "config.pbtxt")))
     past = [t for t in decoder.input if t.name.startswith("past_key_values.")]
-    assert signature["past_names"] == [t.name for t in past]
-    assert [signature["num_heads"], signature["head_dim"]] == [past[0].dims[1], past[0].dims[3]]
-    assert signature["d_model"] == [t for t in decoder.input if t.name == "encoder_hidden_states"][0].dims[2]
+    assert greedy.signature.past_names == tuple(t.name for t in past)
+    assert [greedy.signature.num_heads, greedy.signature.head_dim] == [past[0].dims[1], past[0].dims[3]]
+    assert greedy.signature.d_model == [t for t in decoder.input if t.name == "encoder_hidden_states"][0].dims[2]
+    assert greedy.tokens == TokenIds.from_dict(manifest["token_ids"]) and greedy.cpu_only_inputs
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_python_models_parameters_are_its_typed_contract(manifest, target):
+    """Each Python model's `parameters` block is exactly its dataclass in `contract.parameters`
+    (no key written that the model does not read back, none missing), for every target."""
+    typed = {"t5_validate": ValidateParameters, "t5_greedy": GreedyParameters, "t5_tokenize": TokenizeParameters,
+             "t5_detokenize": DetokenizeParameters, "t5_qa": ServedModel, "t5_qa_text": ServedModel}
+    configs = build_configs(manifest, TARGETS[target])
+    if target == "cpu":
+        typed.update({"t5_encoder": GraphParameters, "t5_decoder": GraphParameters})
+    for name, config in configs.items():
+        if name not in typed:
+            assert not config.parameters, f"{name} carries untyped parameters"
+            continue
+        values = strings(config)
+        assert typed[name].from_strings(values).to_strings() == values, name
 
 
 def test_served_config_names_the_demo_model(client, repository, manifest):
@@ -144,7 +168,7 @@ def test_decoder_model_answers_a_direct_step(server, repository, prompts):
     import numpy as np
     import tritonclient.grpc as grpc
 
-    from serving.onnx_runtime import OrtSeq2Seq
+    from runtime.onnx_runtime import OrtSeq2Seq
 
     local = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
     ids = np.array([prompts.encode("Who?", "Bob went home.")])

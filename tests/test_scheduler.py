@@ -1,7 +1,8 @@
 """Iteration-level batching: rows that join a running batch at different steps, with
 different input lengths and limits, get exactly the tokens of their own `generate` call; the
-queue is bounded; a failing step fails only the rows in it; the server batches concurrent
-requests step by step."""
+queue is bounded; a failing step fails only the rows in it; cancelled requests leave at the
+next step; a slow answer does not hold up decoding; the server batches concurrent requests
+step by step."""
 from __future__ import annotations
 
 import re
@@ -13,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from serving.greedy import Sequence
-from serving.onnx_runtime import OrtSeq2Seq
-from serving.scheduler import DecodeScheduler, QueueFull
+from runtime.greedy import Sequence
+from runtime.onnx_runtime import OrtSeq2Seq
+from runtime.scheduler import DecodeScheduler, QueueFull
 from tests.conftest import hf_generate
 from tests.inputs import parity_pairs
 
@@ -27,13 +28,37 @@ def runtime(repository) -> OrtSeq2Seq:
     return OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
 
 
-def make_row(runtime, prompts, pair, limit: int) -> tuple[Sequence, threading.Event, np.ndarray]:
+class Owner:
+    """A row's request as the scheduler sees it: done when answered, failed with an error,
+    cancelled when the test says so."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.cancelled = False
+
+
+def finished(rows: list[Sequence]) -> None:
+    for row in rows:
+        row.owner.done.set()
+
+
+def failed(rows: list[Sequence], error: Exception) -> None:
+    for row in rows:
+        row.owner.error = str(error)
+        row.owner.done.set()
+
+
+def scheduler_for(run, runtime, tokens, **options) -> DecodeScheduler:
+    return DecodeScheduler(run, runtime.signature, tokens, options.pop("on_finished", finished), failed,
+                           is_cancelled=lambda owner: owner.cancelled, **options)
+
+
+def make_row(runtime, prompts, pair, limit: int) -> tuple[Sequence, Owner, np.ndarray]:
     ids = np.array([prompts.encode(*pair)], dtype=np.int64)
     states = runtime.encode(ids, np.ones_like(ids))[0]
-    done = threading.Event()
-    row = Sequence(states, np.ones(ids.shape[1], np.int64), limit)
-    row.on_done = lambda _row: done.set()
-    return row, done, ids
+    owner = Owner()
+    return Sequence(states, np.ones(ids.shape[1], np.int64), limit, owner=owner), owner, ids
 
 
 def wait_for(condition, timeout_s: float = 60.0) -> None:
@@ -44,20 +69,20 @@ def wait_for(condition, timeout_s: float = 60.0) -> None:
 
 
 def test_rows_joining_mid_flight_match_generate(runtime, prompts, hf_model, tokens):
-    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens, max_active_rows=16).start()
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens, max_active_rows=16).start()
     try:
         rows = []
         first = make_row(runtime, prompts, PAIRS[0], 64)
         scheduler.submit([first[0]])
         rows.append((first, 64))
-        wait_for(lambda: len(first[0].tokens) >= 5 or first[1].is_set())
+        wait_for(lambda: len(first[0].tokens) >= 5 or first[1].done.is_set())
         for index, limit in [(12, 32), (40, 3), (51, 64), (7, 1)]:  # join while the first runs
             entry = make_row(runtime, prompts, PAIRS[index], limit)
             scheduler.submit([entry[0]])
             rows.append((entry, limit))
             time.sleep(0.01)
-        for (row, done, _), _ in rows:
-            assert done.wait(60)
+        for (_, owner, _), _ in rows:
+            assert owner.done.wait(60) and owner.error is None
     finally:
         scheduler.stop()
     for (row, _, ids), limit in rows:
@@ -68,7 +93,7 @@ def test_rows_joining_mid_flight_match_generate(runtime, prompts, hf_model, toke
 
 
 def test_queue_is_bounded(runtime, prompts, tokens):
-    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens, max_active_rows=4, max_queued_rows=3)
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens, max_active_rows=4, max_queued_rows=3)
     row = make_row(runtime, prompts, PAIRS[1], 8)[0]
     scheduler.submit([row, row])  # not started: rows wait
     with pytest.raises(QueueFull, match=r"decode queue full \(2 rows waiting, limit 3\)"):
@@ -86,29 +111,71 @@ def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompt
             raise RuntimeError("injected failure")
         return runtime.run_decoder(feed, outputs)
 
-    scheduler = DecodeScheduler(flaky, runtime.signature, tokens).start()
+    scheduler = scheduler_for(flaky, runtime, tokens).start()
     try:
-        failed = threading.Event()
-        row, _, _ = make_row(runtime, prompts, PAIRS[2], 32)
-        row.on_error = lambda _row, error: failed.set() if "injected" in str(error) else None
+        row, owner, _ = make_row(runtime, prompts, PAIRS[2], 32)
         scheduler.submit([row])
-        assert failed.wait(30)
-        after, done, ids = make_row(runtime, prompts, PAIRS[3], 16)
+        assert owner.done.wait(30) and "injected" in owner.error
+        after, owner, ids = make_row(runtime, prompts, PAIRS[3], 16)
         scheduler.submit([after])
-        assert done.wait(30)
+        assert owner.done.wait(30) and owner.error is None
         assert after.tokens == hf_generate(hf_model, ids, np.ones_like(ids), 16)[0][: len(after.tokens)].tolist()
     finally:
         scheduler.stop()
 
 
 def test_stop_fails_waiting_rows(runtime, prompts, tokens):
-    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens)
-    errors = []
-    row = make_row(runtime, prompts, PAIRS[4], 8)[0]
-    row.on_error = lambda _row, error: errors.append(str(error))
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens)
+    row, owner, _ = make_row(runtime, prompts, PAIRS[4], 8)
     scheduler.submit([row])
     scheduler.stop(timeout_s=1)
-    assert errors == ["the decoder was stopped"]
+    assert owner.done.is_set() and owner.error == "the decoder was stopped"
+
+
+def test_cancelled_rows_leave_the_queue_and_the_batch(runtime, prompts, hf_model, tokens):
+    """A request that gave up stops costing decode steps at the next iteration; the others
+    are unaffected. Cancelled rows are counted and never answered."""
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens, max_active_rows=2).start()
+    try:
+        running, running_owner, _ = make_row(runtime, prompts, PAIRS[5], 64)
+        kept, kept_owner, kept_ids = make_row(runtime, prompts, PAIRS[6], 64)
+        waiting, waiting_owner, _ = make_row(runtime, prompts, PAIRS[7], 64)
+        for row in (running, kept, waiting):  # the third waits: two rows at most
+            scheduler.submit([row])
+        wait_for(lambda: len(running.tokens) >= 2)
+        running_owner.cancelled = waiting_owner.cancelled = True
+        wait_for(lambda: scheduler.stats.cancelled_rows == 2)
+        produced = len(running.tokens)
+        assert kept_owner.done.wait(60) and kept_owner.error is None
+    finally:
+        scheduler.stop()
+    assert len(running.tokens) == produced < 64 and not waiting.tokens
+    assert not running_owner.done.is_set() and not waiting_owner.done.is_set()
+    assert kept.tokens == hf_generate(hf_model, kept_ids, np.ones_like(kept_ids), 64)[0][: len(kept.tokens)].tolist()
+
+
+def test_a_slow_answer_does_not_hold_up_decoding(runtime, prompts, tokens):
+    """Finished rows are answered on the responder thread: decoding goes on meanwhile."""
+    release = threading.Event()
+
+    def slow(rows):
+        release.wait(30)
+        finished(rows)
+
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens, on_finished=slow).start()
+    try:
+        short, short_owner, _ = make_row(runtime, prompts, PAIRS[8], 1)
+        long, _, _ = make_row(runtime, prompts, PAIRS[9], 64)
+        scheduler.submit([short])
+        wait_for(lambda: len(short.tokens) == 1)
+        scheduler.submit([long])
+        wait_for(lambda: len(long.tokens) >= 10 or long.tokens[-1:] == [tokens.eos], timeout_s=30)
+        assert not short_owner.done.is_set(), "the answer is still being sent"
+        release.set()
+        assert short_owner.done.wait(30)
+    finally:
+        release.set()
+        scheduler.stop()
 
 
 def metric(server, name: str) -> float:
@@ -140,7 +207,7 @@ def test_concurrent_requests_share_decode_steps(server, client, prompts, hf_mode
 
 def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, hf_model, tokens):
     """Drive a DecodeBatch step by step through every cache operation and check each row."""
-    from serving.greedy import DecodeBatch
+    from runtime.greedy import DecodeBatch
 
     lengths = {i: len(prompts.encode(*PAIRS[i])) for i in range(len(PAIRS))}
     short = sorted(lengths, key=lengths.get)[:3]
@@ -153,15 +220,16 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         return entry[0]
 
     batch = DecodeBatch(runtime.run_decoder, runtime.signature, tokens)
-    batch.admit([row(short[0], 40), row(short[1], 2), row(short[2], 40)])
-    batch.step()  # the limit-2 row leaves a hole (1 hole < 2 rows: no compaction)
+    done = batch.admit([row(short[0], 40), row(short[1], 2), row(short[2], 40)])
+    done += batch.step()  # the limit-2 row leaves a hole (1 hole < 2 rows: no compaction)
     assert len(batch.slots) == 3 and len(batch) <= 2
-    batch.admit([row(longest, 30)])  # fills the hole, widens the cross-attention cache
-    batch.step()
-    batch.admit([row(9, 25), row(30, 6)])  # no hole left: appended
+    done += batch.admit([row(longest, 30)])  # fills the hole, widens the cross-attention cache
+    done += batch.step()
+    done += batch.admit([row(9, 25), row(30, 6)])  # no hole left: appended
     while len(batch):
-        batch.step()
+        done += batch.step()
     assert not batch.slots, "compacted away once every row finished"
+    assert sorted(map(id, done)) == sorted(id(entry[0]) for entry, _ in entries.values()), "each row returned once"
     for (entry, limit) in entries.values():
         sequence, _, ids = entry
         reference = hf_generate(hf_model, ids, np.ones_like(ids), limit)[0]
@@ -174,8 +242,8 @@ def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
     CPU: states, cache and logits are torch tensors end to end; tokens and scores match."""
     import torch
 
-    from serving.arrays import TorchArrays
-    from serving.greedy import greedy_generate
+    from runtime.arrays import TorchArrays
+    from runtime.greedy import greedy_generate
 
     def run_torch(feed, outputs):  # the decoder graph behind a torch interface, as BLS+DLPack gives it
         host = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()}
@@ -196,8 +264,8 @@ def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
 def test_split_decoder_graphs_match_generate(export_dir, runtime, prompts, hf_model, tokens):
     """The two decoder graphs TensorRT builds from (first step, later steps), routed as
     `t5_greedy` routes them on the gpu-tensorrt target, give generate's tokens."""
-    from serving.greedy import greedy_generate, split_feed
-    from serving.onnx_runtime import open_session, run_graph
+    from runtime.greedy import greedy_generate, split_feed
+    from runtime.onnx_runtime import open_session, run_graph
 
     init = open_session(str(export_dir / "decoder_model.onnx"))
     with_past = open_session(str(export_dir / "decoder_with_past_model.onnx"))

@@ -85,7 +85,8 @@ def test_serve_a_checkpoint_folder_and_ask_it(tmp_path):
     import numpy as np
     from transformers import T5ForConditionalGeneration
 
-    from client.prompt import PromptEncoder, load_tokenizer
+    from client.tokenizer import load_tokenizer
+    from contract.prompt import PromptEncoder
     from export.demo_model import build_demo_model
     from export.reference import greedy_reference
     from tests.inputs import TOKENIZER_JSON, parity_pairs

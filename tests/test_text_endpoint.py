@@ -23,7 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 from client import QAClient
 from serving.repository import TARGETS, build_configs
-from serving.text_repository import TOKENIZER_FILE, text_configs
+from contract.names import TOKENIZER_FILE
+from serving.text_repository import text_configs
 from tests.inputs import parity_pairs, squad_pairs
 
 PAIRS = parity_pairs() + squad_pairs(100, stride=113)  # 155 inputs, some longer than 512 tokens

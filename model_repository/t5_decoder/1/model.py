@@ -2,20 +2,21 @@
 graph on ONNX Runtime. Returns only the outputs the caller asks for, so later steps do not
 send the unchanged cross-attention keys and values back.
 
-With `load_session: lazy` (the cpu target, where `t5_greedy` runs this graph in its own
-process) the session opens on the first request, so the weights are not held twice."""
+With `lazy_session` (the cpu target, where `t5_greedy` runs this graph in its own process)
+the session opens on the first request, so the weights are not held twice."""
 from __future__ import annotations
 
-from serving.onnx_runtime import open_session, run_graph
-from serving.triton_utils import error_response, input_array, model_file, parameters, response
+from contract.parameters import GraphParameters
+from runtime.onnx_runtime import open_session, run_graph
+from runtime.triton_utils import error_response, input_array, model_file, response
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        params = parameters(args)
-        self.path, self.threads = model_file(args), int(params["intra_op_threads"])
+        params = GraphParameters.from_args(args)
+        self.path, self.threads = model_file(args), params.intra_op_threads
         self.session = None
-        if params.get("load_session") != "lazy":
+        if not params.lazy_session:
             self.open()
 
     def open(self) -> None:

@@ -1,27 +1,25 @@
 """Triton Python model `t5_detokenize` (text endpoint): the decode loop's token ids -> the
-answer text (`client.prompt.PromptEncoder.decode`), its score, and whether it is no answer:
+answer text (`contract.prompt.PromptEncoder.decode`), its score, and whether it is no answer:
 nothing generated, or a score below the request's optional `no_answer_threshold`
-(`client.results.apply_threshold`, as the client applies it)."""
+(`contract.prompt.apply_threshold`, as the client applies it)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
-from client.prompt import PromptEncoder, load_tokenizer
-from client.results import apply_threshold
-from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
+from contract.names import ANSWER, NO_ANSWER, NO_ANSWER_THRESHOLD, OUTPUT_IDS, OUTPUT_LENGTHS, OUTPUT_SCORES, SCORE
+from contract.parameters import DetokenizeParameters
+from contract.prompt import PromptEncoder, apply_threshold
+from runtime.text import open_tokenizer
+from runtime.triton_utils import InvalidRequest, error_response, input_array, repository_file, response
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        path = Path(args["model_repository"]).parent / parameters(args)["tokenizer_file"]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: `python -m export onnx` installs the model's tokenizer there")
-        self.prompts = PromptEncoder.from_tokenizer(load_tokenizer(str(path)))
+        p = DetokenizeParameters.from_args(args)
+        self.prompts = PromptEncoder.from_tokenizer(open_tokenizer(repository_file(args, p.tokenizer_file)))
 
     def thresholds(self, request, rows: int) -> list[float | None]:
-        value = input_array(request, "no_answer_threshold")
+        value = input_array(request, NO_ANSWER_THRESHOLD)
         if value is None:
             return [None] * rows
         value = value.reshape(rows).astype(np.float64)
@@ -32,8 +30,8 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         responses = []
         for request in requests:
-            ids, lengths = input_array(request, "output_ids"), input_array(request, "output_lengths").reshape(-1)
-            scores = input_array(request, "output_scores").reshape(-1)
+            ids, lengths = input_array(request, OUTPUT_IDS), input_array(request, OUTPUT_LENGTHS).reshape(-1)
+            scores = input_array(request, OUTPUT_SCORES).reshape(-1)
             try:
                 thresholds = self.thresholds(request, len(ids))
             except InvalidRequest as error:
@@ -41,8 +39,8 @@ class TritonPythonModel:
                 continue
             answers = [apply_threshold(self.prompts.decode(row[:length]), float(score), threshold)[0]
                        for row, length, score, threshold in zip(ids, lengths, scores, thresholds)]
-            responses.append(response(
-                answer=np.array([[a.encode("utf-8")] for a in answers], dtype=np.object_),
-                score=scores.astype(np.float32).reshape(-1, 1),
-                no_answer=np.array([[not a] for a in answers], dtype=bool)))
+            responses.append(response(**{
+                ANSWER: np.array([[a.encode("utf-8")] for a in answers], dtype=np.object_),
+                SCORE: scores.astype(np.float32).reshape(-1, 1),
+                NO_ANSWER: np.array([[not a] for a in answers], dtype=bool)}))
         return responses

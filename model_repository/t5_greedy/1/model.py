@@ -1,72 +1,74 @@
 """Triton Python model `t5_greedy`: the greedy decode loop, batched at the level of steps.
 
-Takes the encoder's hidden states and hands each row to a scheduler thread
-(`serving.scheduler`) that decodes all running rows together, one `t5_decoder` graph call per
-step with the key/value cache of the earlier steps (no step recomputes earlier tokens). New
-requests join the running batch at the next step; each row leaves as soon as it emits `</s>`
-or reaches its `max_new_tokens`, and each request is answered as soon as its rows are done
-(`execute` returns None; responses go out through the request's response sender). Outputs per
-row: new token ids (`</s>` included when emitted), their count, their mean log-probability.
+Takes the encoder's hidden states and hands each request's rows to a scheduler thread
+(`runtime.scheduler`) that decodes all running rows together, one decoder call per step with
+the key/value cache of the earlier steps. New requests join the running batch at the next step;
+each row leaves as soon as it emits `</s>` or reaches its `max_new_tokens`, and each request is
+answered as soon as its rows are done (`execute` returns None; responses go out through the
+request's response sender, from the scheduler's responder thread). A request whose client gave
+up (cancelled, disconnected, deadline passed) leaves the queue and the batch at the next step.
+Outputs per row: new token ids (`</s>` included when emitted), their count, their mean
+log-probability.
 
-`decoder_mode` (set per target by `serving.repository`) says where the step runs:
-`in_process` opens `t5_decoder`'s graph here (cpu: no copy of the cache between processes),
-`bls` calls the `t5_decoder` model through BLS (GPU targets), or, when `decoder_init_model` is
-set (TensorRT), the first step on that model and later steps on `t5_decoder`. On GPU targets
-(`FORCE_CPU_ONLY_INPUT_TENSORS: no`) the states and the cache are PyTorch tensors on the
-device, exchanged with the decoder models through DLPack: no host round trip per step.
+`decoder_mode` (`contract.parameters.GreedyParameters`) says where the step runs: `in_process`
+opens the decoder graph here (cpu: no copy of the cache between processes), `bls` calls the
+decoder model(s) through BLS (GPU targets), with device tensors exchanged through DLPack.
 """
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract.tokens import TokenIds
-from serving.arrays import NumpyArrays, TorchArrays
-from serving.greedy import DecoderSignature, Sequence, Tensors, collect, split_feed
-from serving.scheduler import DecodeScheduler, QueueFull
-from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
+from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
+                            OUTPUT_SCORES)
+from contract.parameters import GreedyParameters
+from runtime.arrays import NumpyArrays, TorchArrays
+from runtime.greedy import Sequence, Tensors, collect, split_feed
+from runtime.scheduler import DecodeScheduler, QueueFull
+from runtime.triton_utils import InvalidRequest, error_response, input_array, repository_file, response
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_S = 0.05  # how often a request asks Triton whether it was cancelled (an IPC round trip)
 
 
 class PendingResponse:
     """One request's rows; sends the response when the last row is done, or one error."""
 
-    def __init__(self, sender, rows: list[Sequence], pad_id: int):
-        self.sender, self.rows, self.pad_id = sender, rows, pad_id
+    def __init__(self, request, rows: list[Sequence], pad_id: int):
+        self.request, self.sender, self.rows, self.pad_id = request, request.get_response_sender(), rows, pad_id
         self.remaining = len(rows)
         self.sent = False
         self.lock = threading.Lock()
+        self._checked_at, self._cancelled = 0.0, False
 
-    def row_done(self, _row: Sequence) -> None:
+    def cancelled(self) -> bool:
+        """Whether Triton says the client gave up (asked at most every CANCEL_CHECK_S)."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked_at >= CANCEL_CHECK_S:
+            self._checked_at, self._cancelled = now, self.request.is_cancelled()
+        return self._cancelled
+
+    def rows_done(self, count: int) -> None:
         with self.lock:
-            self.remaining -= 1
+            self.remaining -= count
             if self.remaining or self.sent:
                 return
             self.sent = True
         result = collect(self.rows, self.pad_id)
-        self.release()
-        self.sender.send(response(output_ids=result.tokens, output_lengths=result.lengths.reshape(-1, 1),
-                                  output_scores=result.scores.reshape(-1, 1)), flags=FINAL)
-
-    def release(self) -> None:
-        """Break the rows' reference cycle through their callbacks, so that the request's
-        memory goes as soon as it is answered, not at the next garbage collection."""
-        for row in self.rows:
-            row.on_done = row.on_error = None
         self.rows = []
+        self.sender.send(response(**{OUTPUT_IDS: result.tokens, OUTPUT_LENGTHS: result.lengths.reshape(-1, 1),
+                                     OUTPUT_SCORES: result.scores.reshape(-1, 1)}), flags=FINAL)
 
-    def fail(self, _row: Sequence | None, error: Exception, code: str = "INTERNAL") -> None:
+    def fail(self, message: str, code: str = "INTERNAL") -> None:
         with self.lock:
             if self.sent:
                 return
             self.sent = True
-        self.release()
-        self.sender.send(error_response(f"decoding failed: {error}", code=code), flags=FINAL)
+        self.rows = []
+        self.sender.send(error_response(message, code=code), flags=FINAL)
 
 
 class SchedulerMetrics:
@@ -76,7 +78,8 @@ class SchedulerMetrics:
     NAMES = {"iterations": "decode iterations (one step for all running rows)",
              "row_steps": "rows decoded, summed over iterations (/ iterations = mean batch)",
              "graph_seconds": "seconds inside the decoder graph",
-             "busy_seconds": "seconds of whole iterations; minus graph seconds = orchestration overhead"}
+             "busy_seconds": "seconds of whole iterations; minus graph seconds = orchestration overhead",
+             "cancelled_rows": "rows dropped from the queue or the batch because their request was cancelled"}
 
     def __init__(self) -> None:
         self.families = {  # a Metric fails once its family is garbage-collected: keep both
@@ -93,34 +96,45 @@ class SchedulerMetrics:
             self.reported[key] = value
 
 
+def answer(rows: list[Sequence]) -> None:
+    """The scheduler's `on_finished`: count each request's finished rows."""
+    for owner, count in _by_owner(rows).items():
+        owner.rows_done(count)
+
+
+def fail(rows: list[Sequence], error: Exception) -> None:
+    for owner in _by_owner(rows):
+        owner.fail(f"decoding failed: {error}")
+
+
+def _by_owner(rows: list[Sequence]) -> dict[PendingResponse, int]:
+    counts: dict[PendingResponse, int] = {}
+    for row in rows:
+        counts[row.owner] = counts.get(row.owner, 0) + 1
+    return counts
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        params = parameters(args)
-        self.decoder_model = params["decoder_model"]
-        self.default_new_tokens = int(params["default_new_tokens"])
-        self.cap = int(params["max_new_tokens_cap"])
-        signature = DecoderSignature(**json.loads(params["decoder_signature"]))
-        self.signature = signature
-        self.tokens = TokenIds.from_dict(json.loads(params["token_ids"]))
-        self.decoder_init_model = params.get("decoder_init_model", "")
-        self.on_device = params.get("FORCE_CPU_ONLY_INPUT_TENSORS") == "no"
+        self.params = p = GreedyParameters.from_args(args)
+        self.on_device = not p.cpu_only_inputs
         self.arrays = TorchArrays() if self.on_device else NumpyArrays()
         run = self.run_decoder_bls
-        if params["decoder_mode"] == "in_process":
-            from serving.onnx_runtime import open_session, run_graph  # cpu only: the GPU image has no onnxruntime
-            graph = Path(args["model_repository"]).parent / params["decoder_graph"]
-            session = open_session(str(graph), int(params["intra_op_threads"]))
+        if p.decoder_mode == "in_process":
+            from runtime.onnx_runtime import open_session, run_graph  # cpu only: the GPU image has no onnxruntime
+            session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         self.metrics = SchedulerMetrics()
-        self.scheduler = DecodeScheduler(run, signature, self.tokens, int(params["max_active_rows"]), arrays=self.arrays,
-                                         max_queued_rows=int(params["max_queued_rows"]), observe=self.metrics.update,
-                                         join_running=params.get("batching", "iteration") == "iteration").start()
+        self.scheduler = DecodeScheduler(
+            run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
+            join_running=p.batching == "iteration", arrays=self.arrays,
+            is_cancelled=PendingResponse.cancelled).start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
-        model = self.decoder_model
-        if self.decoder_init_model:  # split graphs: neither has the merged graph's switch
-            first, feed = split_feed(feed, self.signature)
-            model = self.decoder_init_model if first else self.decoder_model
+        model = self.params.decoder_model
+        if self.params.decoder_init_model:  # split graphs: neither has the merged graph's switch
+            first, feed = split_feed(feed, self.params.signature)
+            model = self.params.decoder_init_model if first else model
         request = pb_utils.InferenceRequest(
             model_name=model, requested_output_names=outputs,
             inputs=[self.to_triton(name, value) for name, value in feed.items()])
@@ -142,6 +156,12 @@ class TritonPythonModel:
         from torch.utils.dlpack import from_dlpack
         return from_dlpack(tensor.to_dlpack())
 
+    def owned_states(self, request):
+        """The encoder output as this model's own copy: Triton frees a request's input buffers
+        when `execute` returns, and the scheduler reads them later."""
+        tensor = pb_utils.get_input_tensor_by_name(request, ENCODER_HIDDEN_STATES)
+        return self.from_triton(tensor).clone() if self.on_device else np.array(tensor.as_numpy())
+
     def host(self, request, name: str) -> np.ndarray | None:
         """A small input as a host array, wherever Triton placed it."""
         tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -150,36 +170,36 @@ class TritonPythonModel:
         return self.from_triton(tensor).cpu().numpy()
 
     def limits(self, request, rows: int) -> np.ndarray:
-        value = self.host(request, "max_new_tokens")
+        value = self.host(request, MAX_NEW_TOKENS)
         if value is None:
-            return np.full(rows, self.default_new_tokens, dtype=np.int64)
+            return np.full(rows, self.params.default_new_tokens, dtype=np.int64)
         value = value.reshape(rows).astype(np.int64)
-        bad = value[(value < 1) | (value > self.cap)]
+        bad = value[(value < 1) | (value > self.params.max_new_tokens_cap)]
         if bad.size:
-            raise InvalidRequest(f"max_new_tokens must be between 1 and {self.cap}, got {int(bad[0])}")
+            raise InvalidRequest(f"max_new_tokens must be between 1 and {self.params.max_new_tokens_cap}, "
+                                 f"got {int(bad[0])}")
         return value
 
     def execute(self, requests: list) -> None:
         for request in requests:
-            sender = request.get_response_sender()
-            states = self.from_triton(pb_utils.get_input_tensor_by_name(request, "encoder_hidden_states"))
-            mask = self.host(request, "attention_mask")
+            states = self.owned_states(request)
+            mask = self.host(request, ATTENTION_MASK)
             try:
                 if tuple(mask.shape) != tuple(states.shape[:2]):
                     raise InvalidRequest(f"attention_mask shape {list(mask.shape)} does not match "
                                          f"encoder_hidden_states shape {list(states.shape)}")
                 limits = self.limits(request, len(states))
             except InvalidRequest as error:
-                sender.send(error_response(str(error)), flags=FINAL)
+                request.get_response_sender().send(error_response(str(error)), flags=FINAL)
                 continue
-            rows = [Sequence(states[i], mask[i].astype(np.int64), int(limits[i])) for i in range(len(states))]
-            pending = PendingResponse(sender, rows, self.tokens.pad)
-            for row in rows:
-                row.on_done, row.on_error = pending.row_done, pending.fail
+            pending = PendingResponse(request, [], self.params.tokens.pad)
+            pending.rows = [Sequence(states[i], mask[i].astype(np.int64), int(limits[i]), owner=pending)
+                            for i in range(len(states))]
+            pending.remaining = len(pending.rows)
             try:
-                self.scheduler.submit(rows)
+                self.scheduler.submit(pending.rows)
             except QueueFull as error:
-                pending.fail(None, error, code="UNAVAILABLE")
+                pending.fail(f"decoding failed: {error}", code="UNAVAILABLE")
         return None
 
     def finalize(self) -> None:

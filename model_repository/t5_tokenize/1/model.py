@@ -1,51 +1,33 @@
 """Triton Python model `t5_tokenize` (text endpoint): UTF-8 question and context -> the
-prompt's `input_ids`/`attention_mask`, with the client's own prompt code
-(`client.prompt.PromptEncoder`: one source of truth for the prompt format and truncation).
+prompt's `input_ids`/`attention_mask`, with the prompt contract the client uses too
+(`contract.prompt.PromptEncoder`: one source of truth for the prompt format and truncation).
 Invalid UTF-8, empty or blank text and over-long questions get INVALID_ARGUMENT naming the field."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from client.errors import InvalidInput
-from client.prompt import PromptEncoder, load_tokenizer
-from serving.triton_utils import InvalidRequest, error_response, input_array, parameters, response
-
-
-def texts(request, name: str, max_bytes: int) -> list[str]:
-    """The `name` input's strings, one per row; InvalidRequest if one is longer than
-    `max_bytes` (refused before any work on it) or not UTF-8."""
-    values = []
-    for row, value in enumerate(input_array(request, name).reshape(-1)):
-        size = len(value) if isinstance(value, bytes) else len(str(value).encode())
-        if size > max_bytes:
-            raise InvalidRequest(f"{name} (row {row}) has {size} bytes; the limit is {max_bytes} (max_text_bytes)")
-        try:
-            values.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
-        except UnicodeDecodeError as error:
-            raise InvalidRequest(f"{name} (row {row}) is not valid UTF-8: {error.reason} at byte {error.start}") from None
-    return values
+from contract.names import ATTENTION_MASK, CONTEXT, INPUT_IDS, QUESTION
+from contract.parameters import TokenizeParameters
+from contract.prompt import InvalidPrompt, PromptEncoder
+from runtime.text import open_tokenizer, texts
+from runtime.triton_utils import InvalidRequest, error_response, input_array, repository_file, response
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        params = parameters(args)
-        path = Path(args["model_repository"]).parent / params["tokenizer_file"]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: `python -m export onnx` installs the model's tokenizer there")
-        self.prompts = PromptEncoder(load_tokenizer(str(path)), int(params["eos_token_id"]), int(params["pad_token_id"]),
-                                     int(params["max_input_tokens"]))
-        self.max_text_bytes = int(params["max_text_bytes"])
+        p = TokenizeParameters.from_args(args)
+        tokenizer = open_tokenizer(repository_file(args, p.tokenizer_file))
+        self.prompts = PromptEncoder(tokenizer, p.tokens.eos, p.tokens.pad, p.max_input_tokens)
+        self.max_text_bytes = p.max_text_bytes
 
     def encode(self, request) -> tuple[np.ndarray, np.ndarray]:
         rows = []
-        questions = texts(request, "question", self.max_text_bytes)
-        contexts = texts(request, "context", self.max_text_bytes)
+        questions = texts(input_array(request, QUESTION), QUESTION, self.max_text_bytes)
+        contexts = texts(input_array(request, CONTEXT), CONTEXT, self.max_text_bytes)
         for row, pair in enumerate(zip(questions, contexts)):
             try:
                 rows.append(self.prompts.encode(*pair))
-            except InvalidInput as error:
+            except InvalidPrompt as error:
                 raise InvalidRequest(f"{error} (row {row})") from None
         return self.prompts.pad(rows)
 
@@ -57,5 +39,5 @@ class TritonPythonModel:
             except InvalidRequest as error:
                 responses.append(error_response(str(error)))
                 continue
-            responses.append(response(input_ids=input_ids, attention_mask=attention_mask))
+            responses.append(response(**{INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask}))
         return responses

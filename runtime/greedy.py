@@ -8,9 +8,9 @@ left-padded and masked out through the decoder's `attention_mask`. T5's attentio
 only on the distance between positions, so padding on the left changes nothing but the
 summation order (differences ~1e-6 on the logits).
 
-The batch is pure NumPy and knows nothing about Triton: `t5_greedy` drives one from its
-scheduler thread (`serving.scheduler`), the exporter validates the ONNX graphs with
-`greedy_generate`. Both call the graph through a `RunGraph` callable and speak the tensor
+The batch knows nothing about Triton nor about requests: `admit` and `step` return the rows
+that finished, and whoever drives the batch answers them (`t5_greedy`'s scheduler thread,
+`runtime.scheduler`; the exporter's validation through `greedy_generate`). Both call the graph through a `RunGraph` callable and speak the tensor
 names of the merged decoder exported by `export.onnx_export`: `input_ids`, `attention_mask`
 (decoder), `encoder_attention_mask`, `encoder_hidden_states`, `use_cache_branch`,
 `past_key_values.{layer}.{decoder|encoder}.{key|value}` in; `logits` and `present.*` out.
@@ -18,51 +18,19 @@ names of the merged decoder exported by `export.onnx_export`: `input_ids`, `atte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
+from contract.graphs import DecoderSignature
 from contract.tokens import TokenIds
-from serving.arrays import NumpyArrays
+from runtime.arrays import NumpyArrays
 
 Tensors = dict[str, np.ndarray]
 RunGraph = Callable[[Tensors, list[str]], Tensors]
 """Runs the merged decoder graph: (feed, requested output names) -> outputs by name."""
 LogitsHook = Callable[[list["Sequence"], np.ndarray], None]
 """Sees each decoder call's live rows and their next-token logits `[rows, vocab]` (validation)."""
-
-
-@dataclass(frozen=True)
-class DecoderSignature:
-    """What the loop needs to know about the decoder graph: its cache inputs and their shape."""
-
-    past_names: tuple[str, ...]  # past_key_values.* input names, in graph order
-    num_heads: int
-    head_dim: int
-    d_model: int  # width of encoder_hidden_states
-
-    @classmethod
-    def from_inputs(cls, inputs: Mapping[str, list]) -> "DecoderSignature":
-        """Build from the graph's input names and shapes (`[batch, heads, length, head_dim]`)."""
-        past = [name for name in inputs if name.startswith("past_key_values.")]
-        if not past:
-            raise ValueError("decoder graph has no past_key_values.* inputs: export it with past")
-        if "attention_mask" not in inputs:
-            raise ValueError("decoder graph has no attention_mask input: re-export it with this project's exporter")
-        shape = inputs[past[0]]
-        return cls(tuple(past), int(shape[1]), int(shape[3]), int(inputs["encoder_hidden_states"][2]))
-
-    @property
-    def self_names(self) -> list[str]:
-        return [n for n in self.past_names if ".decoder." in n]
-
-    @property
-    def cross_names(self) -> list[str]:
-        return [n for n in self.past_names if ".encoder." in n]
-
-    @staticmethod
-    def present(past_name: str) -> str:
-        return past_name.replace("past_key_values.", "present.", 1)
 
 
 def split_feed(feed: Tensors, signature: DecoderSignature) -> tuple[bool, Tensors]:
@@ -77,13 +45,12 @@ def split_feed(feed: Tensors, signature: DecoderSignature) -> tuple[bool, Tensor
 class Sequence:
     """One row to decode: its encoder output, its limit, and what it has produced so far."""
 
-    states: np.ndarray  # [encoder_length, d_model]; a torch tensor with `serving.arrays.TorchArrays`
+    states: Any  # [encoder_length, d_model]: a NumPy array, or a torch tensor with `runtime.arrays.TorchArrays`
     mask: np.ndarray  # [encoder_length] int64
     limit: int
     tokens: list[int] = field(default_factory=list)
     log_prob: float = 0.0
-    on_done: Callable[["Sequence"], None] | None = None
-    on_error: Callable[["Sequence", Exception], None] | None = None
+    owner: Any = None  # what the row belongs to (a request); the batch never looks at it
 
     @property
     def score(self) -> float:
@@ -102,7 +69,7 @@ class DecodeBatch:
     def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, arrays=None,
                  on_logits: LogitsHook | None = None):
         """`tokens`: the checkpoint's decoder start, `</s>` and pad ids. `arrays`
-        (`serving.arrays`) handles the states, cache and logits; NumPy by default."""
+        (`runtime.arrays`) handles the states, cache and logits; NumPy by default."""
         self._run = run
         self._sig = signature
         self._tokens = tokens
@@ -122,10 +89,11 @@ class DecodeBatch:
     def __len__(self) -> int:
         return sum(row is not None for row in self.slots)
 
-    def admit(self, new: list[Sequence]) -> None:
-        """First step for `new` rows (one graph call), then they join the running rows."""
+    def admit(self, new: list[Sequence]) -> list[Sequence]:
+        """First step for `new` rows (one graph call), then they join the running rows.
+        Returns the rows that finished already (one token)."""
         if not new:
-            return
+            return []
         xp = self._xp
         width = max(len(s.mask) for s in new)
         states = xp.stack([xp.pad(s.states, 0, width) for s in new])
@@ -139,15 +107,17 @@ class DecodeBatch:
                 "use_cache_branch": np.array([False]), **{n: empty for n in self._sig.past_names}}
         out = self._run(feed, ["logits", *(self._sig.present(n) for n in self._sig.past_names)])
         self.calls += 1
-        keep = [i for i, running in enumerate(self._choose(new, out["logits"][:, -1, :])) if running]
+        running = self._choose(new, out["logits"][:, -1, :])
+        keep = [i for i, still in enumerate(running) if still]
         if keep:
             cache = {n: out[self._sig.present(n)][keep] for n in self._sig.past_names}
             self._join([new[i] for i in keep], cache, mask[keep])
+        return [row for row, still in zip(new, running) if not still]
 
-    def step(self) -> None:
-        """One decoder call for every slot; finished rows leave holes."""
+    def step(self) -> list[Sequence]:
+        """One decoder call for every slot; finished rows leave holes and are returned."""
         if not len(self):
-            return
+            return []
         slots = len(self.slots)
         decoder_mask = np.concatenate([self._decoder_mask, np.ones((slots, 1), np.int64)], axis=1)
         feed = {"input_ids": self._last[:, None], "attention_mask": decoder_mask,
@@ -163,30 +133,43 @@ class DecodeBatch:
         self._decoder_mask = decoder_mask
         live = [i for i, row in enumerate(self.slots) if row is not None]
         running = self._choose([self.slots[i] for i in live], out["logits"][live, -1, :])
+        finished = [self.slots[i] for i, still in zip(live, running) if not still]
         for i, still in zip(live, running):
             if still:
                 self._last[i] = self.slots[i].tokens[-1]
             else:
-                self.slots[i] = None
-                self._last[i] = self._tokens.pad
-                self._decoder_mask[i] = 0
+                self._leave(i)
+        self._compact_if_sparse()
+        return finished
+
+    def drop(self, rows: list[Sequence]) -> None:
+        """Take `rows` out of the batch unfinished (their requests were cancelled)."""
+        for i, row in enumerate(self.slots):
+            if row is not None and any(row is r for r in rows):
+                self._leave(i)
+        self._compact_if_sparse()
+
+    def _leave(self, slot: int) -> None:
+        self.slots[slot] = None
+        self._last[slot] = self._tokens.pad
+        self._decoder_mask[slot] = 0
+
+    def _compact_if_sparse(self) -> None:
         holes = len(self.slots) - len(self)
         if holes and holes >= len(self):
             self._compact()
 
     def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
-        """Greedy token per row; finished rows are reported. Returns which rows go on."""
+        """Greedy choice: each row's most likely token, and its log-probability for the score.
+        Returns which rows go on (not `</s>`, not at their limit)."""
         if self._on_logits is not None:
             self._on_logits(rows, logits)
-        chosen, log_probs = self._xp.choose(logits)
+        chosen = self._xp.argmax(logits)
         running = []
-        for row, token, log_prob in zip(rows, chosen, log_probs):
+        for row, token, log_prob in zip(rows, chosen, self._xp.log_probs(logits, chosen)):
             row.tokens.append(token)
             row.log_prob += log_prob
-            done = token == self._tokens.eos or len(row.tokens) >= row.limit
-            if done and row.on_done is not None:
-                row.on_done(row)
-            running.append(not done)
+            running.append(token != self._tokens.eos and len(row.tokens) < row.limit)
         return running
 
     def _compact(self) -> None:

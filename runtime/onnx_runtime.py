@@ -7,7 +7,8 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from serving.greedy import DecoderSignature, Tensors
+from contract.graphs import DecoderSignature
+from runtime.greedy import Tensors
 
 
 def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1) -> ort.InferenceSession:

@@ -1,26 +1,36 @@
-"""Iteration-level batching: one thread drives a `DecodeBatch`; requests join it at the next
-decode step and each row leaves (and reports) as soon as it is finished.
+"""Iteration-level batching: one thread drives a `DecodeBatch`, in the shape of an engine step
+(vLLM's `EngineCore.step`): schedule → execute → update.
 
-Each loop iteration admits the requests that are waiting (their first step, one decoder call
-for all of them), then runs one step for every running row. The queue is bounded in rows:
-`submit` refuses work beyond `max_queued_rows` at once (`QueueFull`) instead of letting
-latency grow without bound. Timing counters separate the decoder graph's time from the
-loop's own work, which is the orchestration overhead.
+- schedule: drop the rows whose requests were cancelled, and take the waiting requests that
+  fit (`max_active_rows`); with `join_running=False` only into an empty batch (request-level
+  batching, the benchmark's baseline);
+- execute: their first step (one decoder call for all of them), then one step for every
+  running row;
+- update: hand the finished rows to the responder thread, which calls `on_finished` for them,
+  so that a slow response never holds up the next step.
+
+The queue is bounded in rows: `submit` refuses work beyond `max_queued_rows` at once
+(`QueueFull`) instead of letting latency grow without bound. The scheduler never looks inside
+a row's `owner` (the request); `is_cancelled` tells it which owners gave up. Timing counters
+separate the decoder graph's time from the loop's own work, which is the orchestration overhead.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
+from contract.graphs import DecoderSignature
 from contract.tokens import TokenIds
-from serving.greedy import DecodeBatch, DecoderSignature, RunGraph, Sequence, Tensors
-
+from runtime.greedy import DecodeBatch, RunGraph, Sequence, Tensors
 
 log = logging.getLogger(__name__)
+Finished = Callable[[list[Sequence]], None]
+Failed = Callable[[list[Sequence], Exception], None]
 
 
 class QueueFull(RuntimeError):
@@ -34,6 +44,7 @@ class SchedulerStats:
     graph_calls: int = 0
     graph_seconds: float = 0.0  # inside the decoder graph
     busy_seconds: float = 0.0  # whole iterations (graph calls plus the loop's own work)
+    cancelled_rows: int = 0  # rows dropped, queued or running, because their request was cancelled
 
     @property
     def overhead_seconds(self) -> float:
@@ -43,30 +54,34 @@ class SchedulerStats:
 class DecodeScheduler:
     """Decodes submitted rows in a background thread; see the module docstring."""
 
-    def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, max_active_rows: int = 32,
-                 max_queued_rows: int = 256, observe: Callable[[SchedulerStats], None] | None = None,
-                 join_running: bool = True, arrays=None):
-        """`observe` is called from the scheduler thread after every iteration. With
-        `join_running=False` waiting requests are admitted only when the batch is empty:
-        request-level batching, kept for comparison in the benchmark."""
+    def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, on_finished: Finished,
+                 on_failed: Failed, max_active_rows: int = 32, max_queued_rows: int = 256,
+                 observe: Callable[[SchedulerStats], None] | None = None, join_running: bool = True,
+                 arrays=None, is_cancelled: Callable[[Any], bool] | None = None):
+        """`on_finished(rows)` and `on_failed(rows, error)` run on the responder thread;
+        `observe(stats)` on the scheduler thread after every iteration; `is_cancelled(owner)`
+        on the scheduler thread before every iteration."""
         self.join_running = join_running
-        self._run = run
-        self._signature = signature
-        self._tokens = tokens
         self.max_active_rows = max_active_rows
         self.max_queued_rows = max_queued_rows
         self.stats = SchedulerStats()
-        self._observe = observe
-        self._arrays = arrays
+        self._run = run
+        self._new_batch = lambda: DecodeBatch(self._timed_run, signature, tokens, arrays)
         self._batch = self._new_batch()
+        self._observe = observe
+        self._is_cancelled = is_cancelled
         self._queue: deque[list[Sequence]] = deque()
         self._queued_rows = 0
         self._wake = threading.Condition()
         self._stopping = False  # no new work; the accepted work is finished
         self._abort = False  # stop now
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # (rows, error or None); None ends
+        self._on_finished, self._on_failed = on_finished, on_failed
         self._thread = threading.Thread(target=self._loop, name="t5-decode-scheduler", daemon=True)
+        self._responder = threading.Thread(target=self._respond, name="t5-decode-responder", daemon=True)
 
     def start(self) -> "DecodeScheduler":
+        self._responder.start()
         self._thread.start()
         return self
 
@@ -86,7 +101,7 @@ class DecodeScheduler:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Accept nothing new, finish what was accepted (queued and running rows) for up to
-        `timeout_s`, then fail whatever is left and end the thread. Nothing accepted is
+        `timeout_s`, then fail whatever is left and end the threads. Nothing accepted is
         dropped silently: Triton unloads the model on shutdown while requests may be in here."""
         with self._wake:
             self._stopping = True
@@ -100,10 +115,14 @@ class DecodeScheduler:
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(1.0)
-        self._fail(waiting + self._batch.rows, RuntimeError("the decoder was stopped"))
-
-    def _new_batch(self) -> DecodeBatch:
-        return DecodeBatch(self._timed_run, self._signature, self._tokens, self._arrays)
+        left = waiting + self._batch.rows
+        if left:
+            self._outbox.put((left, RuntimeError("the decoder was stopped")))
+        self._outbox.put(None)
+        if self._responder.is_alive():
+            self._responder.join(timeout_s)
+        else:  # never started: answer here
+            self._respond()
 
     def _timed_run(self, feed: Tensors, outputs: list[str]) -> Tensors:
         start = time.perf_counter()
@@ -113,13 +132,14 @@ class DecodeScheduler:
             self.stats.graph_seconds += time.perf_counter() - start
             self.stats.graph_calls += 1
 
-    def _take(self) -> list[Sequence] | None:
+    def _schedule(self) -> list[Sequence] | None:
         """Wait for work; return the rows to admit now ([] to just step), None to stop."""
         with self._wake:
             while not self._stopping and not self._queue and not len(self._batch):
                 self._wake.wait()
             if self._abort or (self._stopping and not self._queue and not len(self._batch)):
                 return None
+            self._drop_cancelled()
             admitted: list[Sequence] = []
             if len(self._batch) and not self.join_running:
                 return admitted
@@ -129,17 +149,41 @@ class DecodeScheduler:
                 admitted.extend(rows)
             return admitted
 
+    def _drop_cancelled(self) -> None:
+        """Rows of cancelled requests leave the queue and the batch (called with the lock held)."""
+        if self._is_cancelled is None:
+            return
+        owners = {id(rows[0].owner): rows[0].owner for rows in self._queue}
+        owners.update((id(row.owner), row.owner) for row in self._batch.rows)
+        cancelled = {key for key, owner in owners.items() if self._is_cancelled(owner)}
+        if not cancelled:
+            return
+        kept: deque[list[Sequence]] = deque()
+        for rows in self._queue:
+            if id(rows[0].owner) in cancelled:
+                self._queued_rows -= len(rows)
+                self.stats.cancelled_rows += len(rows)
+            else:
+                kept.append(rows)
+        self._queue = kept
+        running = [r for r in self._batch.rows if id(r.owner) in cancelled]
+        self._batch.drop(running)
+        self.stats.cancelled_rows += len(running)
+
     def _loop(self) -> None:
-        while (admitted := self._take()) is not None:
+        while (admitted := self._schedule()) is not None:
             start = time.perf_counter()
             try:
-                self._batch.admit(admitted)
+                finished = self._batch.admit(admitted)  # execute
                 self.stats.row_steps += len(self._batch)
-                self._batch.step()
+                finished += self._batch.step()
             except Exception as error:  # noqa: BLE001 - report to every affected request, keep serving
                 failed = admitted + [row for row in self._batch.rows if row not in admitted]
                 self._batch = self._new_batch()
-                self._fail(failed, error)
+                self._outbox.put((failed, error))
+            else:
+                if finished:  # update
+                    self._outbox.put((finished, None))
             self.stats.iterations += 1
             self.stats.busy_seconds += time.perf_counter() - start
             if self._observe is not None:
@@ -148,8 +192,13 @@ class DecodeScheduler:
                 except Exception:  # noqa: BLE001 - statistics must never stop decoding
                     log.exception("scheduler observer failed")
 
-    @staticmethod
-    def _fail(rows: list[Sequence], error: Exception) -> None:
-        for row in rows:
-            if row.on_error is not None:
-                row.on_error(row, error)
+    def _respond(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            rows, error = item
+            try:
+                if error is None:
+                    self._on_finished(rows)
+                else:
+                    self._on_failed(rows, error)
+            except Exception:  # noqa: BLE001 - one failed answer must not stop the others
+                log.exception("answering finished rows failed")

@@ -1,6 +1,5 @@
 """Request limits of the served model: the serving contract's numbers, in one place. The
-config generator publishes them in `t5_qa`'s parameters, where the client reads them. Token
-ids are the checkpoint's own (`contract.tokens.TokenIds`, from the export manifest)."""
+config generator publishes them in `t5_qa`'s parameters, where the client reads them."""
 
 MAX_INPUT_TOKENS = 512  # t5-base's model_max_length; longer rows are refused (the client windows them)
 DEFAULT_NEW_TOKENS = 32

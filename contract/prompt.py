@@ -1,43 +1,34 @@
-"""Prompt building and tokenization with the model's own `tokenizers` file.
+"""The prompt contract between client and server: how a question and a context become the
+model's token ids, and how its answer becomes text.
 
 The fine-tuned model was trained on `question: {q}  context: {c}` (two spaces before
 `context:`) followed by exactly one `</s>`, which the T5 tokenizer appends itself. `encode` cuts a
-long context's end, never any of the question; `client.windows` splits it instead.
+long context's end, never any of the question; `client.windows` splits it instead. The client
+tokenizes with it for the ids endpoint, the text endpoint's `t5_tokenize` model on the server.
 
-The `</s>` and `<pad>` ids are the served model's (`t5_qa`'s config parameters, written from the
+The tokenizer is a `tokenizers.Tokenizer` (only its `encode`, `decode` and `token_to_id` are
+used). The `</s>` and `<pad>` ids are the served model's (`t5_qa`'s parameters, written from the
 checkpoint's config at export); offline, `PromptEncoder.from_tokenizer` takes the tokenizer's own.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
-from client.errors import InvalidInput
-
-MAX_INPUT_TOKENS = 512  # offline default; a served model's limit is its config's `max_input_tokens`
-DEFAULT_TOKENIZER = "google-t5/t5-base"
-# The exported model's own tokenizer, where `make serve` installs it: found when the client runs
-# from the root of the project that serves the model.
-SERVED_TOKENIZER = Path("model_repository") / "t5_tokenize" / "1" / "tokenizer.json"
+from contract.limits import MAX_INPUT_TOKENS
 
 
-def load_tokenizer(source: str | None = None) -> Tokenizer:
-    """Load from a `tokenizer.json` path (or a folder holding one) or a Hub id. Without one:
-    `$T5QA_TOKENIZER`, then `model_repository/t5_tokenize/1/tokenizer.json` under the current
-    directory (the served model's own), then the Hub's t5-base."""
-    source = source or os.environ.get("T5QA_TOKENIZER")
-    if source is None:
-        source = str(SERVED_TOKENIZER) if SERVED_TOKENIZER.is_file() else DEFAULT_TOKENIZER
-    path = Path(source)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if path.is_file():
-        return Tokenizer.from_file(str(path))
-    return Tokenizer.from_pretrained(source)
+class InvalidPrompt(ValueError):
+    """The question or context cannot become a prompt (empty, not text, too long)."""
+
+
+def apply_threshold(generated: str, score: float, threshold: float | None) -> tuple[str, bool]:
+    """(reported text, below threshold): the model's text, or "" when its score is below
+    `threshold`. An empty generation stays empty and is not "below threshold"."""
+    below = bool(generated) and threshold is not None and score < threshold
+    return ("" if below else generated), below
 
 
 def prompt_text(question: str, context: str) -> str:
@@ -57,17 +48,17 @@ class PromptTokens:
 class PromptEncoder:
     """Turns (question, context) pairs into padded `input_ids`/`attention_mask` arrays."""
 
-    tokenizer: Tokenizer
+    tokenizer: Any  # tokenizers.Tokenizer
     eos_id: int  # `</s>`, which ends every prompt
     pad_id: int  # fills the rows of a batch after their end
     max_tokens: int = MAX_INPUT_TOKENS
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer, max_tokens: int = MAX_INPUT_TOKENS) -> "PromptEncoder":
+    def from_tokenizer(cls, tokenizer: Any, max_tokens: int = MAX_INPUT_TOKENS) -> "PromptEncoder":
         """With the tokenizer's own `</s>` and `<pad>` ids (offline use)."""
         eos, pad_id = tokenizer.token_to_id("</s>"), tokenizer.token_to_id("<pad>")
         if eos is None or pad_id is None:
-            raise InvalidInput("tokenizer has no </s> or <pad> token: use the T5 tokenizer.json")
+            raise InvalidPrompt("tokenizer has no </s> or <pad> token: use the T5 tokenizer.json")
         return cls(tokenizer, eos, pad_id, max_tokens)
 
     def served(self, parameters: dict[str, str]) -> "PromptEncoder":
@@ -79,18 +70,18 @@ class PromptEncoder:
     def tokens(self, question: str, context: str) -> PromptTokens:
         for name, text in (("question", question), ("context", context)):
             if not isinstance(text, str):
-                raise InvalidInput(f"{name} must be a string, got {type(text).__name__}")
+                raise InvalidPrompt(f"{name} must be a string, got {type(text).__name__}")
             if not text.strip():
-                raise InvalidInput(f"{name} is empty")
+                raise InvalidPrompt(f"{name} is empty")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as error:  # a lone surrogate, e.g. from undecodable bytes
-                raise InvalidInput(f"{name} is not valid UTF-8: {error.reason} at character {error.start}") from None
+                raise InvalidPrompt(f"{name} is not valid UTF-8: {error.reason} at character {error.start}") from None
         text = prompt_text(question, context)
         encoding = self.tokenizer.encode(text)
         ids = encoding.ids
         if ids[-1:] != [self.eos_id]:
-            raise InvalidInput(f"tokenizer does not append </s> (id {self.eos_id}): use the model's T5 tokenizer.json")
+            raise InvalidPrompt(f"tokenizer does not append </s> (id {self.eos_id}): use the model's T5 tokenizer.json")
         context_start = len(text) - len(context)
         offsets = encoding.offsets[:-1]
         prefix = sum(1 for start, _ in offsets if start < context_start)
@@ -99,7 +90,7 @@ class PromptEncoder:
 
     def check_question_fits(self, prompt: PromptTokens) -> None:
         if prompt.prefix >= self.max_tokens - 1:
-            raise InvalidInput(
+            raise InvalidPrompt(
                 f"question is too long: {prompt.prefix} tokens with the prompt, "
                 f"leaving no room for context within {self.max_tokens} tokens")
 
@@ -117,7 +108,7 @@ class PromptEncoder:
     def encode_batch(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded int64 `input_ids` and `attention_mask`, `[len(pairs), longest]`."""
         if not pairs:
-            raise InvalidInput("no questions given")
+            raise InvalidPrompt("no questions given")
         return self.pad([self.encode(q, c) for q, c in pairs])
 
     def decode(self, ids: list[int] | np.ndarray) -> str:

@@ -1,23 +1,25 @@
-"""Helpers for the Python-backend models: parameters, typed errors, input access.
+"""Helpers for the Python-backend models: files, typed errors, input access. (Their
+parameters: `contract.parameters`.)
 
 Imported only inside Triton's Python stub, where `triton_python_backend_utils` exists."""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.validation import InvalidRequest  # noqa: F401 - the models import it from here
+from contract.names import GRAPH
+from runtime.validation import InvalidRequest  # noqa: F401 - the models import it from here
 
 
-def parameters(args: dict) -> dict[str, str]:
-    """The `parameters` block of the model's config, as plain strings."""
-    config = json.loads(args["model_config"])
-    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+def repository_file(args: dict, relative: str) -> str:
+    """A file of the model repository (`relative` to its root), from a model's `args`."""
+    return str(Path(args["model_repository"]).parent / relative)
 
 
-def model_file(args: dict, filename: str = "model.onnx") -> str:
+def model_file(args: dict, filename: str = GRAPH) -> str:
+    """A file in this model's version folder."""
     return f"{args['model_repository']}/{args['model_version']}/{filename}"
 
 

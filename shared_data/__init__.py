@@ -1,4 +1,6 @@
-"""The SQuAD 2.0 dev set: loading (`.json` or `.json.gz`) and choosing the questions to run."""
+"""The shared reference data (`../shared/data`, or `$T5QA_SHARED_DATA`): the SQuAD 2.0 dev set,
+loading (`.json` or `.json.gz`) and choosing the questions to run, and the real t5-base
+tokenizer. Everything that reads the shared data finds it here."""
 from __future__ import annotations
 
 import gzip
@@ -9,6 +11,8 @@ from pathlib import Path
 
 SHARED_DATA = Path(os.environ.get("T5QA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DEV_SET = SHARED_DATA / "squad_v2" / "dev-v2.0.json.gz"
+T5_TOKENIZER_DIR = SHARED_DATA / "t5-base"  # tokenizer.json and spiece.model of t5-base
+T5_TOKENIZER_JSON = T5_TOKENIZER_DIR / "tokenizer.json"
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,8 @@ def select(questions: list[Question], limit: int | None = None, ids: list[str] |
         raise ValueError(f"limit must be >= 1, got {limit}")
     step = len(questions) / limit
     return [questions[int(k * step)] for k in range(limit)]
+
+
+def squad_pairs(count: int, stride: int = 97) -> list[tuple[str, str]]:
+    """`count` (question, context) pairs spread over the dev set (every `stride`-th question)."""
+    return [(q.question, q.context) for q in load_questions()[::stride][:count]]

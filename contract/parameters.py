@@ -1,0 +1,132 @@
+"""Typed parameters of each Python model. The config generator writes one of these into a
+model's `config.pbtxt` (`to_strings`), the model reads it back from Triton's `args`
+(`from_args`): every key is spelled once, here, and every value comes back with its type.
+
+Values travel as Triton's `string_value`s: ints and floats as text, booleans as `true`/`false`,
+nested dataclasses (`TokenIds`, `DecoderSignature`) as JSON. A field may name the key Triton
+itself reads (`metadata={"key": ...}`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Mapping, get_type_hints
+
+from contract.graphs import DecoderSignature
+from contract.tokens import TokenIds
+
+TRITON_YES_NO = {True: "yes", False: "no"}
+
+
+@dataclass(frozen=True)
+class ModelParameters:
+    """Base: conversion to and from the `parameters` block of a model config."""
+
+    def to_strings(self) -> dict[str, str]:
+        hints = get_type_hints(type(self))
+        return {_key(f): _encode(getattr(self, f.name), hints[f.name], f) for f in fields(self)}
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> "ModelParameters":
+        hints = get_type_hints(cls)
+        missing = [_key(f) for f in fields(cls) if _key(f) not in values]
+        if missing:
+            raise KeyError(f"{cls.__name__}: the model config lacks parameters {missing}; regenerate it "
+                           "with `python -m serving.repository`")
+        return cls(**{f.name: _decode(values[_key(f)], hints[f.name], f) for f in fields(cls)})
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> "ModelParameters":
+        """From the `args` Triton passes to a Python model's `initialize`."""
+        config = json.loads(args["model_config"])
+        return cls.from_strings({k: v["string_value"] for k, v in config.get("parameters", {}).items()})
+
+
+def _key(f) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _encode(value: Any, kind: type, f) -> str:
+    if kind is bool:
+        return TRITON_YES_NO[value] if f.metadata.get("yes_no") else str(value).lower()
+    if is_dataclass(kind):
+        return json.dumps(asdict(value), sort_keys=True)
+    return str(value)
+
+
+def _decode(text: str, kind: type, f) -> Any:
+    if kind is bool:
+        return text == ("yes" if f.metadata.get("yes_no") else "true")
+    if kind is TokenIds:
+        return TokenIds.from_dict(json.loads(text))
+    if kind is DecoderSignature:
+        return DecoderSignature.from_dict(json.loads(text))
+    return kind(text)
+
+
+@dataclass(frozen=True)
+class ValidateParameters(ModelParameters):
+    """`t5_validate`: the token-id checks before any encoder."""
+
+    max_input_tokens: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class GraphParameters(ModelParameters):
+    """`t5_encoder` and `t5_decoder` on the cpu target (Python backend running ONNX Runtime)."""
+
+    intra_op_threads: int  # 0: one per core
+    lazy_session: bool = False  # open the graph on first use (the decoder, when t5_greedy runs it in-process)
+
+
+@dataclass(frozen=True)
+class GreedyParameters(ModelParameters):
+    """`t5_greedy`: the decode loop and its scheduler."""
+
+    decoder_mode: str  # "in_process" (runs `decoder_graph` itself) or "bls" (calls `decoder_model`)
+    decoder_model: str
+    decoder_init_model: str  # "" unless the first step has its own model (TensorRT)
+    decoder_graph: str  # relative to the repository root, for in_process
+    intra_op_threads: int
+    default_new_tokens: int
+    max_new_tokens_cap: int
+    max_active_rows: int
+    max_queued_rows: int
+    batching: str  # "iteration" or "request" (benchmark baseline)
+    signature: DecoderSignature
+    tokens: TokenIds
+    # Triton's own key: "no" hands the model GPU inputs where they are.
+    cpu_only_inputs: bool = field(default=True, metadata={"key": "FORCE_CPU_ONLY_INPUT_TENSORS", "yes_no": True})
+
+
+@dataclass(frozen=True)
+class TokenizeParameters(ModelParameters):
+    """`t5_tokenize` (text endpoint): question and context to the prompt's token ids."""
+
+    tokenizer_file: str  # relative to the repository root
+    max_input_tokens: int
+    max_text_bytes: int
+    tokens: TokenIds
+
+
+@dataclass(frozen=True)
+class DetokenizeParameters(ModelParameters):
+    """`t5_detokenize` (text endpoint): token ids to the answer text."""
+
+    tokenizer_file: str
+
+
+@dataclass(frozen=True)
+class ServedModel(ModelParameters):
+    """Published in the ensembles' configs for clients: what is served and its limits."""
+
+    model_source: str
+    demo_model: bool
+    target: str
+    default_new_tokens: int
+    max_new_tokens_cap: int
+    max_input_tokens: int
+    eos_token_id: int
+    pad_token_id: int
+    decoder_start_token_id: int
+    vocab_size: int
