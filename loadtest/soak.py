@@ -6,9 +6,12 @@ Runs the Locust users of `loadtest/locustfile.py` with no pause between requests
 16 users, half gRPC, half HTTP: twice the server's max batch size, enough to keep every model
 instance busy) against a server on loopback. Every `--interval` seconds it records the
 resident memory of that tritonserver (found by its `--grpc-port` flag in /proc) plus all its
-Python backend stubs into `<out>/<name>_memory.csv` (columns: elapsed_s, server_pid,
-processes, rss_kib, pss_kib; RSS counts shared memory once per process that maps it, PSS
-splits it between them).
+Python backend stubs into `<out>/<name>_memory.csv`: elapsed_s, loaded (whether Locust was
+still sending: the samples after it stopped show what memory the server gives back),
+server_pid, processes, rss_kib, pss_kib (RSS counts memory shared between processes, such as
+the stubs' shared-memory regions, once per process that maps it; PSS splits it between them,
+so PSS is the machine's real cost), then rss_kib and pss_kib per process
+(`tritonserver`, and each stub by its model's name).
 
 It fails (exit 1) if any request failed, if no request completed, if the server's pid changed
 or it vanished (a crash or a supervisor restart), if the aggregated p95 exceeds --p95-ms (when
@@ -30,20 +33,26 @@ from pathlib import Path
 
 from loadtest.run import (EXIT_GATE, EXIT_USAGE, LoadResult, LoadSpec, add_load_arguments, gate, run_locust,
                           server_answers, spec_from_arguments, summary)
-from serving.server import child_pids, find_server_pid, memory_kib
+from serving.server import child_pids, find_server_pid, memory_kib, stub_pids
 
-COLUMNS = ("elapsed_s", "server_pid", "processes", "rss_kib", "pss_kib")
+COLUMNS = ("elapsed_s", "loaded", "server_pid", "processes", "rss_kib", "pss_kib")
 
 
 def sample(grpc_port: int) -> dict:
-    """One memory sample of the tritonserver on `grpc_port` and its children (zeros if gone)."""
+    """One memory sample of the tritonserver on `grpc_port` and its children (zeros if gone),
+    with each process's RSS and PSS under `<name>_rss_kib` / `<name>_pss_kib`."""
     pid = find_server_pid(grpc_port=grpc_port)
     if pid is None:
         return {"server_pid": 0, "processes": 0, "rss_kib": 0, "pss_kib": 0}
+    names = {pid: "tritonserver", **stub_pids(pid)}
     pids = [pid, *child_pids(pid)]
-    parts = [memory_kib(p) for p in pids]
-    return {"server_pid": pid, "processes": len(pids), "rss_kib": sum(p["rss"] for p in parts),
-            "pss_kib": sum(p["pss"] for p in parts)}
+    parts = {p: memory_kib(p) for p in pids}
+    row = {"server_pid": pid, "processes": len(pids), "rss_kib": sum(m["rss"] for m in parts.values()),
+           "pss_kib": sum(m["pss"] for m in parts.values())}
+    for p, memory in parts.items():
+        name = names.get(p, f"pid{p}")
+        row[f"{name}_rss_kib"], row[f"{name}_pss_kib"] = memory["rss"], memory["pss"]
+    return row
 
 
 def memory_verdict(rows: list[dict], warmup_s: float, window_s: float, max_growth: float) -> tuple[dict, list[str]]:
@@ -83,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=None,
                         help="seconds averaged at each end (default: duration/10, between 10 and 60)")
     parser.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth (default 0.05 = 5%%)")
+    parser.add_argument("--settle", type=float, default=15.0,
+                        help="seconds of samples after the load stops, recorded but not judged (default 15)")
     args = parser.parse_args(argv)
     try:
         spec = spec_from_arguments(args)
@@ -108,18 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load.start()
     with memory_csv.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        while load.is_alive():  # run_locust kills Locust past its deadline, so this ends
-            row = {"elapsed_s": round(time.monotonic() - started, 1), **sample(spec.grpc_port)}
+        writer = None
+        settle = max(1, int(args.settle / args.interval))  # samples of what the server gives back once idle
+        while load.is_alive() or settle:  # run_locust kills Locust past its deadline, so this ends
+            elapsed = time.monotonic() - started
+            row = {"elapsed_s": round(elapsed, 1), "loaded": load.is_alive() and elapsed <= spec.duration_s,
+                   **sample(spec.grpc_port)}
             rows.append(row)
+            if writer is None:  # the columns of the processes there at the start
+                writer = csv.DictWriter(f, [*COLUMNS, *sorted(set(row) - set(COLUMNS))], restval=0,
+                                        extrasaction="ignore")
+                writer.writeheader()
             writer.writerow(row)
             f.flush()
-            load.join(args.interval)
+            if load.is_alive():
+                load.join(args.interval)
+            else:
+                settle -= 1
+                time.sleep(args.interval)
     result = outcome.get("result", LoadResult())
     problems = gate(result, args.p95_ms)
     # Only the loaded part counts: drop samples taken after Locust's run time (its shutdown).
-    loaded = [r for r in rows if r["elapsed_s"] <= spec.duration_s + 2]
+    loaded = [r for r in rows if r["loaded"]]
     figures, memory_problems = memory_verdict(loaded, warmup, window, args.max_growth)
     problems += memory_problems
     verdict = {"passed": not problems, "problems": problems, "warmup_s": warmup, "window_s": window,

@@ -38,6 +38,11 @@ class NumpyArrays:
         return np.zeros(shape, dtype=like.dtype)
 
     @staticmethod
+    def contiguous(array: np.ndarray) -> np.ndarray:
+        """A compact copy of a view (what a graph call would otherwise copy at every step)."""
+        return np.ascontiguousarray(array)
+
+    @staticmethod
     def argmax(logits: np.ndarray) -> list[int]:
         return logits.argmax(axis=-1).tolist()
 
@@ -75,6 +80,9 @@ class TorchArrays:
 
     def zeros(self, shape: tuple, like: Any) -> Any:
         return self.torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def contiguous(self, array: Any) -> Any:
+        return array.contiguous()
 
     def argmax(self, logits: Any) -> list[int]:
         return logits.argmax(dim=-1).tolist()

@@ -29,6 +29,7 @@ from runtime.arrays import NumpyArrays
 Tensors = dict[str, np.ndarray]
 RunGraph = Callable[[Tensors, list[str]], Tensors]
 """Runs the merged decoder graph: (feed, requested output names) -> outputs by name."""
+TRIM_COLUMNS = 16  # padding columns worth one copy of a cache to drop
 LogitsHook = Callable[[list["Sequence"], np.ndarray], None]
 """Sees each decoder call's live rows and their next-token logits `[rows, vocab]` (validation)."""
 
@@ -64,7 +65,12 @@ class DecodeBatch:
     Rows live in slots. A finished row leaves a hole that later steps still compute (cheap:
     a step's cost is mostly reading the weights) instead of a copy of the whole cache, which
     for t5-base at batch 16 is ~240 MB of cross-attention keys and values; joining rows fill
-    holes in place. The arrays are compacted only when holes outnumber the rows."""
+    holes in place. The arrays are compacted when holes outnumber the rows. The padding no row
+    uses is trimmed as soon as it is worth a copy (`TRIM_COLUMNS`): the self-attention cache's
+    oldest columns (every row lives at most its limit of steps, so the past stays within the
+    longest limit plus `TRIM_COLUMNS`, however long rows keep joining), and the cross-attention
+    cache's widest columns once the rows that needed them left. Memory and step cost follow the
+    rows being decoded, not the history of the batch."""
 
     def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, arrays=None,
                  on_logits: LogitsHook | None = None):
@@ -153,11 +159,35 @@ class DecodeBatch:
         self.slots[slot] = None
         self._last[slot] = self._tokens.pad
         self._decoder_mask[slot] = 0
+        self._encoder_mask[slot] = 0  # a hole attends to one position: never to nothing
+        self._encoder_mask[slot, 0] = 1
 
     def _compact_if_sparse(self) -> None:
         holes = len(self.slots) - len(self)
         if holes and holes >= len(self):
             self._compact()
+        elif len(self):
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop cache columns no row uses once there are enough of them (one copy)."""
+        xp = self._xp
+        first = int(self._decoder_mask.any(axis=0).argmax())  # leading all-padding columns
+        if first >= TRIM_COLUMNS:
+            self._decoder_mask = np.ascontiguousarray(self._decoder_mask[:, first:])
+            for n in self._sig.self_names:
+                self._cache[n] = xp.contiguous(self._cache[n][:, :, first:])
+        width = self._encoder_mask.shape[1]
+        end = int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1  # trailing encoder padding
+        if width - end >= max(TRIM_COLUMNS, width // 4):
+            self._encoder_mask = np.ascontiguousarray(self._encoder_mask[:, :end])
+            for n in self._sig.cross_names:
+                self._cache[n] = xp.contiguous(self._cache[n][:, :, :end])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(slots, self-attention past length, encoder width) of the next step's inputs."""
+        return len(self.slots), self._decoder_mask.shape[1], self._encoder_mask.shape[1]
 
     def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
         """Greedy choice: each row's most likely token, and its log-probability for the score.

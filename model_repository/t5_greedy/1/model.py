@@ -5,8 +5,14 @@ Takes the encoder's hidden states and hands each request's rows to a scheduler t
 the key/value cache of the earlier steps. New requests join the running batch at the next step;
 each row leaves as soon as it emits `</s>` or reaches its `max_new_tokens`, and each request is
 answered as soon as its rows are done (`execute` returns None; responses go out through the
-request's response sender, from the scheduler's responder thread). A request whose client gave
-up (cancelled, disconnected, deadline passed) leaves the queue and the batch at the next step.
+request's response sender, from the scheduler's responder thread).
+
+A request whose client gave up leaves the queue and the batch at the next step: Triton's
+cancellation (`request.is_cancelled()`: a gRPC client that cancelled or whose deadline passed,
+when it reaches this step), or the request's `timeout` parameter, which the client sends with
+every attempt (its time left, in microseconds; the ensemble passes it to every step) and which
+is counted here from the moment this step received the request: later than the client's own
+deadline, never earlier. Over HTTP the `timeout` is the only signal Triton passes on.
 Outputs per row: new token ids (`</s>` included when emitted), their count, their mean
 log-probability.
 
@@ -42,11 +48,16 @@ class PendingResponse:
         self.remaining = len(rows)
         self.sent = False
         self.lock = threading.Lock()
-        self._checked_at, self._cancelled = 0.0, False
+        self._checked_at, self._cancelled = time.monotonic(), False
+        timeout_us = request.timeout()
+        self.deadline = self._checked_at + timeout_us / 1e6 if timeout_us else None
 
     def cancelled(self) -> bool:
-        """Whether Triton says the client gave up (asked at most every CANCEL_CHECK_S)."""
+        """Whether the client gave up: its deadline passed, or Triton says so (asked at most
+        every CANCEL_CHECK_S: each question is a round trip to the server process)."""
         now = time.monotonic()
+        if self.deadline is not None and now > self.deadline:
+            self._cancelled = True
         if not self._cancelled and now - self._checked_at >= CANCEL_CHECK_S:
             self._checked_at, self._cancelled = now, self.request.is_cancelled()
         return self._cancelled
