@@ -92,6 +92,7 @@ class GreedyParameters(ModelParameters):
     max_new_tokens_cap: int
     max_active_rows: int
     max_queued_rows: int
+    max_queue_wait_s: float  # refuse (UNAVAILABLE) a request that would wait longer
     batching: str  # "iteration" or "request" (benchmark baseline)
     signature: DecoderSignature
     tokens: TokenIds

@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--long-context", choices=("windows", "truncate"), default="windows")
     p.add_argument("--stride", type=int, default=DEFAULT_STRIDE, help="window overlap in tokens")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the client's)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per server call")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds per server batch: the whole run's deadline is this times the number of batches")
     p.add_argument("--predictions", type=Path, default=Path("build/eval/predictions.json"))
     p.add_argument("--metrics", type=Path, default=Path("build/eval/metrics.json"))
     p.add_argument("--reference", action="store_true", help="compare with in-process transformers generate")

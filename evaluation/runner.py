@@ -50,8 +50,8 @@ async def run_server(client: AsyncQAClient, questions: list[Question], max_new_t
     plan = client.plan_for(config, [(q.question, q.context) for q in questions])
     bar = ProgressBar(len(questions)) if progress else None
     started = time.monotonic()
-    answers = await client.answer_plan(plan, max_new_tokens, concurrency=concurrency,
-                                       progress=bar.update if bar else None)
+    answers = await client.answer_plan(plan, max_new_tokens, timeout_s=client.timeout_s * len(plan.chunks),
+                                       concurrency=concurrency, progress=bar.update if bar else None)
     seconds = time.monotonic() - started
     if bar:
         bar.close()

@@ -24,7 +24,7 @@ LOADTEST_SOAK_TIME  = $(or $(DURATION),600)
 # Outer bound: the run time plus start-up, the last requests' timeout and shutdown.
 LOADTEST_TIMEOUT    = timeout --kill-after=15
 
-.PHONY: loadtest loadtest-ui soak
+.PHONY: loadtest loadtest-ui soak overload
 
 loadtest:  ## headless Locust run vs a running server: USERS= SPAWN_RATE= DURATION= HOST= P95_MS= (reports in build/loadtest)
 	$(LOADTEST_TIMEOUT) $$(( $(LOADTEST_DURATION) + 240 )) $(LOADTEST_PYTHON) -m loadtest.run $(LOADTEST_COMMON) \
@@ -39,3 +39,8 @@ loadtest-ui:  ## Locust web UI on http://127.0.0.1:8089, starts at once and stop
 soak:  ## saturating load for DURATION (default 600) s; fails on any error or >5% RSS growth after warm-up
 	$(LOADTEST_TIMEOUT) $$(( $(LOADTEST_SOAK_TIME) + 240 )) $(LOADTEST_PYTHON) -m loadtest.soak $(LOADTEST_COMMON) \
 	  --users $(LOADTEST_SOAK_USERS) --spawn-rate $(LOADTEST_SOAK_RATE) --duration $(LOADTEST_SOAK_TIME) --name soak
+
+overload:  ## open loop at FACTOR (default 2) x saturation for DURATION (default 60) s: back-pressure, memory, health
+	$(LOADTEST_TIMEOUT) $$(( $(or $(DURATION),60) + 600 )) $(LOADTEST_PYTHON) -m loadtest.overload --host $(LOADTEST_HOST) \
+	  --grpc-port $(LOADTEST_GRPC_PORT) --factor $(or $(FACTOR),2) --duration $(or $(DURATION),60) \
+	  --out $(LOADTEST_OUT) $(LOADTEST_P95) $(LOADTEST_TOKENS)

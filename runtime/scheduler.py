@@ -9,8 +9,11 @@
 - update: hand the finished rows to the responder thread, which calls `on_finished` for them,
   so that a slow response never holds up the next step.
 
-The queue is bounded in rows: `submit` refuses work beyond `max_queued_rows` at once
-(`QueueFull`) instead of letting latency grow without bound. The scheduler never looks inside
+The queue is bounded: `submit` refuses at once (`QueueFull`) work beyond `max_queued_rows`, or
+that would wait longer than `max_queue_wait_s` (the rows ahead of it over the rate at which
+rows finished in the last `RATE_WINDOW_S`), instead of letting latency grow without bound
+under overload: accepted requests keep a bounded latency, the others learn at once to retry
+elsewhere or later. The scheduler never looks inside
 a row's `owner` (the request); `is_cancelled` tells it which owners gave up. Timing counters
 separate the decoder graph's time from the loop's own work, which is the orchestration overhead.
 """
@@ -29,6 +32,7 @@ from contract.tokens import TokenIds
 from runtime.greedy import DecodeBatch, RunGraph, Sequence, Tensors
 
 log = logging.getLogger(__name__)
+RATE_WINDOW_S = 30.0
 Finished = Callable[[list[Sequence]], None]
 Failed = Callable[[list[Sequence], Exception], None]
 
@@ -57,13 +61,16 @@ class DecodeScheduler:
     def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, on_finished: Finished,
                  on_failed: Failed, max_active_rows: int = 32, max_queued_rows: int = 256,
                  observe: Callable[[SchedulerStats], None] | None = None, join_running: bool = True,
-                 arrays=None, is_cancelled: Callable[[Any], bool] | None = None):
+                 arrays=None, is_cancelled: Callable[[Any], bool] | None = None,
+                 max_queue_wait_s: float | None = None):
         """`on_finished(rows)` and `on_failed(rows, error)` run on the responder thread;
         `observe(stats)` on the scheduler thread after every iteration; `is_cancelled(owner)`
         on the scheduler thread before every iteration."""
         self.join_running = join_running
         self.max_active_rows = max_active_rows
         self.max_queued_rows = max_queued_rows
+        self.max_queue_wait_s = max_queue_wait_s
+        self._finished: deque[tuple[float, int]] = deque()  # (when, rows) over the last RATE_WINDOW_S
         self.stats = SchedulerStats()
         self._run = run
         self._new_batch = lambda: DecodeBatch(self._timed_run, signature, tokens, arrays)
@@ -95,6 +102,10 @@ class DecodeScheduler:
             if self._queued_rows + len(rows) > self.max_queued_rows:
                 raise QueueFull(f"decode queue full ({self._queued_rows} rows waiting, limit "
                                 f"{self.max_queued_rows}); retry later")
+            wait = self._expected_wait_s()
+            if self.max_queue_wait_s is not None and wait > self.max_queue_wait_s:
+                raise QueueFull(f"decoder overloaded: {self._queued_rows} rows waiting would take about {wait:.0f} s "
+                                f"(limit {self.max_queue_wait_s:g} s); retry later")
             self._queue.append(rows)
             self._queued_rows += len(rows)
             self._wake.notify()
@@ -123,6 +134,17 @@ class DecodeScheduler:
             self._responder.join(timeout_s)
         else:  # never started: answer here
             self._respond()
+
+    def _expected_wait_s(self) -> float:
+        """How long the rows queued now would wait, at the rate rows finished lately."""
+        if not self._queued_rows or not self._finished:
+            return 0.0
+        now = time.monotonic()
+        while self._finished and self._finished[0][0] < now - RATE_WINDOW_S:
+            self._finished.popleft()
+        span = now - self._finished[0][0] if self._finished else 0.0
+        rate = sum(rows for _, rows in self._finished) / max(span, 1.0)
+        return self._queued_rows / rate if rate else float("inf")
 
     def _timed_run(self, feed: Tensors, outputs: list[str]) -> Tensors:
         start = time.perf_counter()
@@ -184,6 +206,8 @@ class DecodeScheduler:
             else:
                 if finished:  # update
                     self._outbox.put((finished, None))
+                    with self._wake:
+                        self._finished.append((time.monotonic(), len(finished)))
             self.stats.iterations += 1
             self.stats.busy_seconds += time.perf_counter() - start
             if self._observe is not None:

@@ -67,6 +67,7 @@ class Target:
     max_batch_size: int
     max_active_rows: int  # rows t5_greedy decodes in one step
     max_queued_rows: int  # rows waiting to join before new requests get UNAVAILABLE
+    max_queue_wait_s: float  # expected wait in the decode queue beyond which new requests get UNAVAILABLE
     encoder_instances: int = 1
     split_decoder: bool = False  # first step and later steps in two models (TensorRT)
     warmup: bool = False  # model_warmup for the graph models
@@ -80,11 +81,12 @@ class Target:
 
 CPU, GPU = mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU
 TARGETS = {
-    "cpu": Target("cpu", "python", CPU, "in_process", max_batch_size=8, max_active_rows=32, max_queued_rows=256),
+    "cpu": Target("cpu", "python", CPU, "in_process", max_batch_size=8, max_active_rows=32, max_queued_rows=256,
+                  max_queue_wait_s=30.0),
     "gpu-onnxruntime": Target("gpu-onnxruntime", "onnxruntime", GPU, "bls", max_batch_size=64, max_active_rows=128,
-                              max_queued_rows=1024, warmup=True),
+                              max_queued_rows=1024, max_queue_wait_s=5.0, warmup=True),
     "gpu-tensorrt": Target("gpu-tensorrt", "tensorrt", GPU, "bls", max_batch_size=64, max_active_rows=128,
-                           max_queued_rows=1024, split_decoder=True, warmup=True),
+                           max_queued_rows=1024, max_queue_wait_s=5.0, split_decoder=True, warmup=True),
 }
 
 
@@ -210,7 +212,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         decoder_mode=target.decoder_mode, decoder_model=DECODER,
         decoder_init_model=DECODER_INIT if target.split_decoder else "", decoder_graph=version_file(DECODER),
         intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
-        max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows, batching=target.batching,
+        max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows,
+        max_queue_wait_s=target.max_queue_wait_s, batching=target.batching,
         signature=DecoderSignature.from_inputs(inputs), tokens=tokens, cpu_only_inputs=not target.on_gpu))
     configs[GREEDY] = greedy
 

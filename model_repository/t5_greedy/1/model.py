@@ -139,7 +139,7 @@ class TritonPythonModel:
         self.scheduler = DecodeScheduler(
             run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
             join_running=p.batching == "iteration", arrays=self.arrays,
-            is_cancelled=PendingResponse.cancelled).start()
+            is_cancelled=PendingResponse.cancelled, max_queue_wait_s=p.max_queue_wait_s).start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
         model = self.params.decoder_model
