@@ -165,6 +165,13 @@ def _warmup(config: mc.ModelConfig, signature: dict, batch: int) -> None:
         sample.inputs[name].zero_data = True
 
 
+def _bound_queue(config: mc.ModelConfig, batch: int) -> None:
+    """Refuse at once (UNAVAILABLE) what would queue beyond two full batches at this step:
+    under overload a request learns in milliseconds that it should retry, instead of waiting
+    in front of the encoder and being refused by the decoder's queue seconds later."""
+    config.dynamic_batching.default_queue_policy.max_queue_size = 2 * batch
+
+
 def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     """Every model's config for `target`, from the export manifest."""
     graphs = manifest["graphs"]
@@ -176,6 +183,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
 
     encoder = _graph_model(ENCODER, encoder_sig, target, batch)
     encoder.dynamic_batching.max_queue_delay_microseconds = 0  # batch only what already waits
+    _bound_queue(encoder, batch)
     encoder.instance_group[0].count = target.encoder_instances
     configs[ENCODER] = encoder
     # One place checks the token ids, for every target, before any backend sees them.
@@ -184,6 +192,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     validate.output.extend([_tensor(mc.ModelOutput, f"valid_{n}", mc.TYPE_INT64, [-1])
                             for n in (INPUT_IDS, ATTENTION_MASK)])
     validate.dynamic_batching.max_queue_delay_microseconds = 0
+    _bound_queue(validate, batch)
     validate.instance_group.add(count=1, kind=CPU)
     _params(validate, ValidateParameters(MAX_INPUT_TOKENS, tokens.vocab_size))
     configs[VALIDATE] = validate
