@@ -18,7 +18,7 @@ include loadtest/loadtest.mk
 
 PRECISION ?= bf16
 
-.PHONY: help setup demo-model export repository engines serve test test-deploy bench gpu-check clean
+.PHONY: help setup demo-model export repository engines serve test test-unit test-deploy bench gpu-check clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -51,6 +51,9 @@ serve: setup  ## export MODEL (demo model if the Hub is unreachable), start Trit
 
 test: setup deploy-tools  ## run all tests (starts its own tritonserver on free ports; chart checks offline)
 	$(PYTHON) -m pytest -q tests
+
+test-unit: setup  ## only the unit layer (tests/unit/): no tritonserver, no export; under a minute
+	$(PYTHON) -m pytest -q -m unit tests
 
 bench: setup  ## serving benchmark vs transformers and optimum on the demo t5-base; writes docs/benchmarks.md
 	$(PYTHON) -m pip install --quiet -r requirements/bench.txt

@@ -1,10 +1,10 @@
 # deploy.mk — Makefile fragment for the Kubernetes deployment (issue 7), included by the top-level
 # Makefile (`include deploy/deploy.mk`); expects PYTHON (the project venv's python) from there.
 #   make deploy-tools   install helm, kubernetes-validate and promtool into .tools/ (idempotent)
-#   make test-deploy    deploy-tools, then the offline deployment tests (tests/test_deploy.py)
+#   make test-deploy    deploy-tools, then the offline deployment tests (tests/deploy/)
 DEPLOY_MK_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 DEPLOY_INSTALL := $(DEPLOY_MK_DIR)/tools/install.sh
-DEPLOY_TESTS := tests/test_deploy.py
+DEPLOY_TESTS := tests/deploy
 
 .PHONY: deploy-tools test-deploy
 

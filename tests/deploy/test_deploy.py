@@ -1,11 +1,12 @@
-"""test_deploy.py — offline checks of the Kubernetes deployment in deploy/ (issue 7).
+"""tests/deploy/test_deploy.py — offline checks of the Kubernetes deployment in deploy/ (issue 7).
 
 helm lint/template on the chart, kubernetes-validate --strict against Kubernetes 1.30 for the
 built-in kinds, structural checks for the CRD kinds (no schema is bundled for them), promtool
 check/test of the recording rule, and tests that values really change the rendered manifests.
 
 Tools come from deploy/tools/install.sh (`make deploy-tools`) under .tools/; this module uses only
-the standard library and runs the tools as subprocesses (YAML is parsed by deploy/tools/yaml2json.py
+the standard library (and `tests/helpers.py`, which imports nothing else at module level) and runs
+the tools as subprocesses (YAML is parsed by deploy/tools/yaml2json.py
 under .tools/venv/bin/python). Nothing here contacts a cluster or the network. One test also runs the
 chart's tritonserver arguments with the project's own tritonserver (nvidia-pytriton's) on 127.0.0.1;
 it imports grpc and serving.server inside the test.
@@ -26,7 +27,8 @@ from pathlib import PurePosixPath, Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT as ROOT, free_ports
+
 TOOLS = Path(os.environ.get("DEPLOY_TOOLS_DIR", ROOT / ".tools"))
 HELM = TOOLS / "bin" / "helm"
 PROMTOOL = TOOLS / "bin" / "promtool"
@@ -648,12 +650,6 @@ def test_probes_need_the_health_api_unrestricted():
                 "Deployment")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def port_open(port):
     with socket.socket() as s:
         s.settimeout(1)
@@ -678,7 +674,7 @@ def test_rendered_server_args_on_tritonserver(http, tmp_path):
     check answers SERVING, the metrics port serves Prometheus, and HTTP listens only with the opt-in."""
     from serving.server import TRITON_HOME, server_environment
 
-    ports = {name: free_port() for name in ("http", "grpc", "metrics")}
+    ports = dict(zip(("http", "grpc", "metrics"), free_ports(3)))
     values = ["--set", f"server.http.enabled={str(http).lower()}"]
     for name, port in ports.items():
         values += ["--set", f"server.ports.{name}={port}"]

@@ -8,7 +8,7 @@ import tritonclient.grpc as grpc
 from tritonclient.utils import InferenceServerException
 
 from client.errors import InvalidInput
-from tests.conftest import hf_generate
+from tests.helpers import hf_generate
 
 QUESTION = ("Who wrote the novel?", "The novel was written in 1851 by Herman Melville.")
 
@@ -19,12 +19,6 @@ def tensor(name: str, value: np.ndarray, datatype: str | None = None) -> grpc.In
     t = grpc.InferInput(name, list(value.shape), datatype)
     t.set_data_from_numpy(value)
     return t
-
-
-@pytest.fixture(scope="module")
-def raw(server):
-    with grpc.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}") as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

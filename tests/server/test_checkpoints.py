@@ -21,9 +21,8 @@ from client import QAClient
 from export.demo_model import SIZES, build_demo_model
 from contract.names import MANIFEST
 from export.reference import generate_supported, greedy_reference
-from tests.conftest import build_repository, start_server
+from tests.helpers import build_repository, start_server, text_infer
 from tests.inputs import parity_pairs
-from tests.test_text_endpoint import text_infer
 
 # id: (layout in export.demo_model.SIZES, weights file format, tokenizer file format)
 CHECKPOINTS = {

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from tritonclient.grpc import service_pb2
 from client import (AsyncQAClient, InvalidArgument, InvalidInput, QAClient, QAError, RequestTimeout, RetryPolicy,
                     ServerError, ServerUnavailable)
 from serving.server import TritonServer
-from tests.conftest import REPO_ROOT, build_repository, free_ports, start_server
+from tests.helpers import REPO_ROOT, build_repository, dropping_listener, free_ports, start_server
 from tests.inputs import TOKENIZER_JSON, parity_pairs
 
 PAIRS = parity_pairs()
@@ -42,12 +41,6 @@ CLIENT_KINDS = [("grpc", False), ("http", False), ("grpc", True), ("http", True)
 @pytest.fixture(scope="module")
 def urls(server) -> dict[str, str]:
     return {"grpc": f"127.0.0.1:{server.ports.grpc}", "http": f"127.0.0.1:{server.ports.http}"}
-
-
-@pytest.fixture(scope="module")
-def raw(urls):
-    with grpc.InferenceServerClient(urls["grpc"]) as c:
-        yield c
 
 
 def call(protocol: str, use_async: bool, url: str, prompts, method: str, *args, **settings):
@@ -335,32 +328,6 @@ def test_client_package_builds_alone_with_three_dependencies(tmp_path):
 def test_text_that_is_not_utf8_is_refused_naming_the_field(client):
     with pytest.raises(InvalidInput, match="question is not valid UTF-8: surrogates not allowed at character 12"):
         client.answer("Who wrote it\udcff?", "Bob wrote it.")
-
-
-@contextlib.contextmanager
-def dropping_listener():
-    """A listener (its url) that reads each request and closes the connection, as a crashing server does."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def drop_connections() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            connection.recv(65536)
-            connection.close()
-
-    dropper = threading.Thread(target=drop_connections, daemon=True)
-    dropper.start()
-    try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        dropper.join(5)
-        listener.close()
 
 
 @pytest.mark.parametrize("use_async", [False, True])

@@ -1,7 +1,7 @@
 """`python -m evaluation` end to end against the test server: a few dev questions (among them
 long contexts answered in windows) with --reference, which must agree 100% with in-process
-`transformers`; the reported metrics are the official metric of the written predictions; and
-`make eval` passes its variables on."""
+`transformers`; the reported metrics are the official metric of the written predictions. (How
+questions are chosen and what `make eval` runs, without a server: `tests/unit/test_eval.py`.)"""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import pytest
 
 from shared_data import load_questions, select
 from evaluation.squad_v2 import evaluate
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from tests.inputs import TOKENIZER_JSON
 
 
@@ -44,22 +44,3 @@ def test_evaluation_with_reference_end_to_end(server, chosen, tmp_path):
     assert f"{len(chosen)}/{len(chosen)} identical answers (100.00%)" in done.stdout
     for split in ("overall", "HasAns", "NoAns", "throughput", "questions/s"):
         assert split in done.stdout
-
-
-def test_limit_spreads_over_the_dev_set():
-    questions = load_questions()
-    chosen = select(questions, 200)
-    assert len(chosen) == len({q.id for q in chosen}) == 200
-    assert chosen[0] is questions[0] and questions.index(chosen[-1]) > len(questions) - 100
-    assert {bool(q.answers) for q in chosen} == {True, False}
-
-
-def test_make_eval_passes_its_variables():
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # run under make test
-    done = subprocess.run(["make", "-n", "--no-print-directory", "eval", "LIMIT=200",
-                           "URL=example:9001", "EVAL_REFERENCE=1", "EVAL_ARGS=--quiet"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env)
-    assert done.returncode == 0, done.stderr
-    command = done.stdout.strip().splitlines()[-1]
-    assert command.split() == [".venv/bin/python", "-m", "evaluation", "--url", "example:9001", "--concurrency", "4",
-                               "--limit", "200", "--reference", "--quiet"]

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -33,7 +32,7 @@ from client import QAClient
 from client.errors import QAError
 from serving.server import TritonServer
 from serving.supervisor import Supervisor, probe
-from tests.conftest import build_repository, hf_generate, start_server
+from tests.helpers import build_repository, dropping_listener, expected_tokens, hf_generate, start_server
 from tests.inputs import squad_pairs
 
 NEW_TOKENS = 16
@@ -123,11 +122,6 @@ class Load:
         for worker in self.workers:
             worker.join(HANG_LIMIT_S + REQUEST_TIMEOUT_S)
         assert not any(w.is_alive() for w in self.workers), "a client thread hung"
-
-
-def expected_tokens(row: np.ndarray) -> tuple[int, ...]:
-    tokens = [int(t) for t in row]
-    return tuple(tokens[: tokens.index(1) + 1] if 1 in tokens else tokens)
 
 
 @pytest.fixture(scope="module")
@@ -350,31 +344,9 @@ def test_http_client_types_a_dropped_connection(prompts):
     """A loopback listener that accepts and closes every connection (what a crashing or
     restarting server does to in-flight requests): the client must raise its typed error
     (a raw geventhttpclient HTTPConnectionClosed escaped before the client mapped it)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.5)
-    port, stop = listener.getsockname()[1], threading.Event()
-
-    def drop_connections() -> None:  # bounded: at most 100 connections or 60 s
-        deadline = time.monotonic() + 60
-        for _ in range(100):
-            if stop.is_set() or time.monotonic() > deadline:
-                break
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            connection.recv(65536)
-            connection.close()
-
-    dropper = threading.Thread(target=drop_connections, daemon=True)
-    dropper.start()
-    try:
-        with QAClient(f"127.0.0.1:{port}", "http", tokenizer=prompts.tokenizer, timeout_s=5) as qa:
+    with dropping_listener(max_connections=100, max_seconds=60) as url:
+        with QAClient(url, "http", tokenizer=prompts.tokenizer, timeout_s=5) as qa:
             started = time.monotonic()
             with pytest.raises(QAError):
                 qa.answer(*GOOD_PAIR, NEW_TOKENS)
             assert time.monotonic() - started < HANG_LIMIT_S
-    finally:
-        stop.set()
-        dropper.join(5)
-        listener.close()

@@ -27,7 +27,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from client.errors import InvalidInput, QAError
-from tests.conftest import hf_generate
+from tests.helpers import expected_tokens, hf_generate
 
 GOOD = ("Who wrote the novel?", "The novel was written in 1851 by Herman Melville.")
 NEW_TOKENS = 8
@@ -51,12 +51,6 @@ def good_ids(prompts) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(hf_model, good_ids) -> tuple[int, ...]:
     return expected_tokens(hf_generate(hf_model, good_ids, np.ones_like(good_ids), NEW_TOKENS)[0])
-
-
-def expected_tokens(row: np.ndarray) -> tuple[int, ...]:
-    """`generate`'s tokens up to and including `</s>` (1), as the server returns them."""
-    tokens = [int(t) for t in row]
-    return tuple(tokens[: tokens.index(1) + 1] if 1 in tokens else tokens)
 
 
 @pytest.fixture
@@ -290,7 +284,7 @@ def test_client_refuses_new_token_limits_for_batches(quiet_client, limit):
 
 
 # --- the text endpoint (t5_qa_text): malformed string tensors and hostile text -------------
-# (tests/test_text_endpoint.py covers invalid UTF-8, empty and blank text, over-long questions)
+# (tests/server/test_text_endpoint.py covers invalid UTF-8, empty and blank text, over-long questions)
 
 def strings(*values: str | bytes) -> bytes:
     """Triton's BYTES wire format: each element as a 4-byte little-endian length, then its bytes."""

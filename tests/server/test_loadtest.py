@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.safety import loopback_host
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from tests.inputs import TOKENIZER_JSON
 
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", T5QA_TOKENIZER=str(TOKENIZER_JSON))

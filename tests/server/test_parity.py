@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from export.reference import greedy_reference
-from tests.conftest import hf_generate
+from tests.helpers import hf_generate
 from tests.inputs import parity_pairs
 
 PAIRS = parity_pairs()

@@ -17,7 +17,7 @@ import pytest
 from runtime.greedy import Sequence
 from runtime.onnx_runtime import OrtSeq2Seq
 from runtime.scheduler import DecodeScheduler, QueueFull
-from tests.conftest import hf_generate
+from tests.helpers import hf_generate
 from tests.inputs import parity_pairs
 
 PAIRS = parity_pairs()

@@ -1,7 +1,8 @@
 """Security defaults of `serving.server`: the administrative APIs (model repository, shared
 memory, trace, logging) are refused without the admin key and allowed with it, over gRPC and
 HTTP; inference, health, metadata, config and statistics stay open; the key never appears in
-the log and never reaches the models' environment; model control stays `none`."""
+the log and never reaches the models' environment; model control stays `none`. (The server's
+flags and the key's source and validation, without a server: `tests/unit/test_security.py`.)"""
 from __future__ import annotations
 
 import io
@@ -15,17 +16,11 @@ import tritonclient.http as http
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from serving.server import ADMIN_HEADER, ADMIN_KEY_ENV, RESTRICTED_APIS, TritonServer, resolve_admin_key, server_environment
+from serving.server import ADMIN_HEADER, ADMIN_KEY_ENV, TritonServer, server_environment
 from serving.supervisor import PROBE_IDS
 
 GRPC_REFUSAL = f"This protocol is restricted, expecting header 'triton-grpc-protocol-{ADMIN_HEADER}'"
 HTTP_REFUSAL = f"This API is restricted, expecting header '{ADMIN_HEADER}'"
-
-
-@pytest.fixture(scope="module")
-def grpc_client(server):
-    with grpc.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}") as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +64,17 @@ def admin_calls(client, protocol: str) -> dict:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_admin_apis_refused_without_or_with_a_wrong_key(protocol, grpc_client, http_client):
-    client = grpc_client if protocol == "grpc" else http_client
+def test_admin_apis_refused_without_or_with_a_wrong_key(protocol, raw, http_client):
+    client = raw if protocol == "grpc" else http_client
     for name, call in admin_calls(client, protocol).items():
         refused(lambda: call(None), protocol)
         refused(lambda: call(wrong_key(protocol)), protocol)
-    assert grpc_client.is_model_ready("t5_qa"), "a refused unload must leave the model loaded"
+    assert raw.is_model_ready("t5_qa"), "a refused unload must leave the model loaded"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_admin_apis_allowed_with_the_key(protocol, server, grpc_client, http_client):
-    client = grpc_client if protocol == "grpc" else http_client
+def test_admin_apis_allowed_with_the_key(protocol, server, raw, http_client):
+    client = raw if protocol == "grpc" else http_client
     key = server.admin_headers(protocol)
     calls = admin_calls(client, protocol)
     index = calls["model-repository index"](key)
@@ -92,12 +87,12 @@ def test_admin_apis_allowed_with_the_key(protocol, server, grpc_client, http_cli
     with pytest.raises(InferenceServerException) as caught:
         calls["model-repository unload"](key)
     assert "restricted" not in caught.value.message() and "not allowed" in caught.value.message()
-    assert grpc_client.is_model_ready("t5_qa")
+    assert raw.is_model_ready("t5_qa")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_system_shared_memory_registration_needs_the_key(protocol, server, grpc_client, http_client):
-    client = grpc_client if protocol == "grpc" else http_client
+def test_system_shared_memory_registration_needs_the_key(protocol, server, raw, http_client):
+    client = raw if protocol == "grpc" else http_client
     name = f"t5qa_security_{protocol}_{uuid.uuid4().hex[:8]}"
     region = shm.create_shared_memory_region(name, f"/{name}", 64)
     try:
@@ -114,8 +109,8 @@ def test_system_shared_memory_registration_needs_the_key(protocol, server, grpc_
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_client_facing_apis_stay_open(protocol, grpc_client, http_client):
-    client = grpc_client if protocol == "grpc" else http_client
+def test_client_facing_apis_stay_open(protocol, raw, http_client):
+    client = raw if protocol == "grpc" else http_client
     module = grpc if protocol == "grpc" else http
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("t5_qa")
     assert client.get_server_metadata()
@@ -128,29 +123,6 @@ def test_client_facing_apis_stay_open(protocol, grpc_client, http_client):
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
     assert client.infer("t5_qa", inputs).as_numpy("output_lengths").shape == (1, 1)
-
-
-def test_flags_cover_the_restricted_apis(tmp_path, monkeypatch):
-    monkeypatch.setenv(ADMIN_KEY_ENV, "k" * 32)
-    command = TritonServer(tmp_path).command()
-    apis = ",".join(RESTRICTED_APIS)
-    assert f"--http-restricted-api={apis}:{ADMIN_HEADER}={'k' * 32}" in command
-    assert f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={'k' * 32}" in command
-    assert "--model-control-mode=none" in command
-    assert {"model-repository", "shared-memory", "trace", "logging"} <= set(RESTRICTED_APIS)
-
-
-def test_key_source_and_validation(monkeypatch):
-    monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
-    first, generated = resolve_admin_key()
-    second, _ = resolve_admin_key()
-    assert generated and len(first) >= 32 and first != second, "an unset key must give a fresh random key per start"
-    monkeypatch.setenv(ADMIN_KEY_ENV, "a-valid_key.of~length-24")
-    assert resolve_admin_key() == ("a-valid_key.of~length-24", False)
-    for bad in ("short", "has,comma-and-more-chars", "has=equals-and-more-chars", "has space and more chars"):
-        monkeypatch.setenv(ADMIN_KEY_ENV, bad)
-        with pytest.raises(ValueError, match=ADMIN_KEY_ENV):
-            resolve_admin_key()
 
 
 def test_key_is_not_logged_nor_passed_to_the_models(server, monkeypatch, tmp_path):

@@ -1,5 +1,6 @@
 """`make serve`'s program end to end: demo fallback with a banner, readiness, a demo answer,
-the client CLI against it, and a clean shutdown on SIGTERM."""
+the client CLI against it, and a clean shutdown on SIGTERM. (A GPU target on a host without
+Docker or a GPU: `tests/unit/test_serve.py`.)"""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import REPO_ROOT, copy_model_code, free_ports
+from tests.helpers import REPO_ROOT, copy_model_code, free_ports
 
 
 def test_serve_falls_back_to_demo_answers_and_stops_cleanly(tmp_path):
@@ -50,25 +51,6 @@ def test_serve_falls_back_to_demo_answers_and_stops_cleanly(tmp_path):
     assert serve.returncode == 0, err[-3000:]
     assert "tritonserver stopped (exit code 0)" in out
     assert "SERVING A DEMO MODEL" in err and "no-such-org/no-such-model" in err
-
-
-def test_gpu_target_without_docker_or_gpu_says_so(tmp_path):
-    """`make serve TARGET=gpu-...` needs Docker's engine and an NVIDIA GPU; without them it
-    stops at once, before exporting anything, naming what is missing."""
-    import pytest
-
-    from serving.docker import GpuServingUnavailable, check_gpu_host
-    try:
-        check_gpu_host()
-    except GpuServingUnavailable as error:
-        expected = str(error)
-    else:
-        pytest.skip("this machine has Docker and a GPU: the GPU target would really start")
-    result = subprocess.run([sys.executable, "-m", "serving.serve", "--target", "gpu-onnxruntime", "--repository",
-                             str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert f"cannot serve TARGET=gpu-onnxruntime: {expected}" in result.stderr
-    assert not list(tmp_path.iterdir()), "nothing exported or written"
 
 
 def serve_command(repository, model: str, ports: list[int], *extra: str) -> list[str]:

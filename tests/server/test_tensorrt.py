@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from export.tensorrt import ENGINES, Limits, profile_shapes, symbolic_inputs
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 @pytest.mark.parametrize("model", sorted(ENGINES))

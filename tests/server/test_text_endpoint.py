@@ -25,6 +25,7 @@ from client import QAClient
 from serving.repository import TARGETS, build_configs
 from contract.names import TOKENIZER_FILE
 from serving.text_repository import text_configs
+from tests.helpers import text_infer
 from tests.inputs import parity_pairs, squad_pairs
 
 PAIRS = parity_pairs() + squad_pairs(100, stride=113)  # 155 inputs, some longer than 512 tokens
@@ -42,38 +43,10 @@ GRPCURL_BODY = """{"model_name": "t5_qa_text",
 
 
 @pytest.fixture(scope="module")
-def raw(server):
-    with grpc.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def truncating(server, prompts):
     """The ids endpoint as the text endpoint uses it: one prompt per question, cut at 512 tokens."""
     with QAClient(f"127.0.0.1:{server.ports.grpc}", tokenizer=prompts.tokenizer, long_context="truncate") as qa:
         yield qa
-
-
-def strings(values: list) -> np.ndarray:
-    return np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in values], dtype=np.object_)
-
-
-def text_infer(raw, pairs: list[tuple], max_new_tokens: int | None = None, threshold: float | None = None):
-    """(answers, scores, no_answer) of one t5_qa_text request."""
-    arrays = {"question": strings([q for q, _ in pairs]), "context": strings([c for _, c in pairs])}
-    if max_new_tokens is not None:
-        arrays["max_new_tokens"] = np.full((len(pairs), 1), max_new_tokens, np.int32)
-    if threshold is not None:
-        arrays["no_answer_threshold"] = np.full((len(pairs), 1), threshold, np.float32)
-    inputs = []
-    for name, value in arrays.items():
-        tensor = grpc.InferInput(name, list(value.shape), {np.dtype(np.int32): "INT32",
-                                                          np.dtype(np.float32): "FP32"}.get(value.dtype, "BYTES"))
-        tensor.set_data_from_numpy(value)
-        inputs.append(tensor)
-    result = raw.infer("t5_qa_text", inputs)
-    answers = [a.decode("utf-8") for a in result.as_numpy("answer").reshape(-1)]
-    return answers, result.as_numpy("score").reshape(-1), result.as_numpy("no_answer").reshape(-1)
 
 
 @pytest.mark.parametrize("start", range(0, len(PAIRS), 8))

@@ -1,16 +1,16 @@
 """The code's layers follow the process boundary (read from the source, nothing imported):
 the contract at the bottom, the in-stub runtime on it, host-side layers above, and no package
-imports one above it or the tests; generated files are listed once and `.gitignore` agrees."""
+imports one above it or the tests; generated files are listed once and `.gitignore` agrees.
+(`build` and `clean` on a built repository: `tests/server/test_architecture.py`.)"""
 from __future__ import annotations
 
 import ast
-import shutil
 from pathlib import Path
 
 import pytest
 
 from contract.files import GENERATED_IN_REPOSITORY, REPOSITORY
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 PACKAGES = ("contract", "runtime", "client", "shared_data", "export", "evaluation", "serving", "loadtest", "bench",
             "tests")
@@ -77,25 +77,3 @@ def test_gitignore_ignores_exactly_the_generated_files():
     lines = [line.strip() for line in (REPO_ROOT / ".gitignore").read_text().splitlines()]
     ignored = sorted(line[len(REPOSITORY) + 1:] for line in lines if line.startswith(f"{REPOSITORY}/"))
     assert ignored == sorted(GENERATED_IN_REPOSITORY)
-
-
-def test_copying_the_repository_keeps_code_only(tmp_path, repository):
-    """The built test repository holds generated files; a copy of its code holds none."""
-    from contract.files import generated_files
-    from serving.pipeline import copy_code
-
-    assert generated_files(repository), "the built repository has configs, graphs, a manifest"
-    copy = copy_code(repository, tmp_path / "copy")
-    assert not generated_files(copy)
-    assert sorted(p.relative_to(copy) for p in copy.rglob("model.py")) == \
-        sorted(p.relative_to(repository) for p in repository.rglob("model.py"))
-
-
-def test_clean_removes_what_build_generated(tmp_path, repository):
-    from contract.files import generated_files
-    from serving.pipeline import clean
-
-    copy = tmp_path / "repository"
-    shutil.copytree(repository, copy)
-    removed = clean(copy)
-    assert removed and not generated_files(copy) and list(copy.rglob("model.py"))

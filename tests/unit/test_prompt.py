@@ -1,17 +1,24 @@
-"""Prompt format, truncation and input checks of the client's tokenization."""
+"""Prompt format, truncation and input checks of the client's tokenization. `transformers` (which
+loads torch) is imported only by the tests that compare with its tokenizer."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
-from transformers import T5TokenizerFast
 
 from contract.prompt import InvalidPrompt
 from contract.limits import MAX_INPUT_TOKENS
 from contract.prompt import prompt_text
 from tests.inputs import TOKENIZER_JSON
 
+if TYPE_CHECKING:
+    from transformers import T5TokenizerFast
+
 
 @pytest.fixture(scope="module")
 def hf_tokenizer() -> T5TokenizerFast:
+    from transformers import T5TokenizerFast
+
     return T5TokenizerFast(tokenizer_file=str(TOKENIZER_JSON), model_max_length=MAX_INPUT_TOKENS)
 
 
@@ -63,7 +70,7 @@ def test_installed_client_finds_the_served_models_tokenizer(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
 
     site = tmp_path / "site-packages"
     shutil.copytree(REPO_ROOT / "client", site / "client", ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,0 +1,25 @@
+"""`make serve` with a GPU target on a host that cannot run it stops before exporting anything.
+`make serve`'s program end to end: `tests/server/test_serve.py`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_gpu_target_without_docker_or_gpu_says_so(tmp_path):
+    """`make serve TARGET=gpu-...` needs Docker's engine and an NVIDIA GPU; without them it
+    stops at once, before exporting anything, naming what is missing."""
+    import pytest
+
+    from serving.docker import GpuServingUnavailable, check_gpu_host
+    try:
+        check_gpu_host()
+    except GpuServingUnavailable as error:
+        expected = str(error)
+    else:
+        pytest.skip("this machine has Docker and a GPU: the GPU target would really start")
+    result = subprocess.run([sys.executable, "-m", "serving.serve", "--target", "gpu-onnxruntime", "--repository",
+                             str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"cannot serve TARGET=gpu-onnxruntime: {expected}" in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing exported or written"
