@@ -1,6 +1,6 @@
 """yaml2json.py — prints the YAML documents of a file (or stdin) as one JSON list, skipping empty ones.
 
-Run with .tools/venv/bin/python (PyYAML from requirements/deploy.txt) so tests/test_deploy.py can
+Run with .tools/venv/bin/python (PyYAML from requirements/deploy.txt) so tests/deploy/test_deploy.py can
 parse rendered manifests with the standard library only.
 """
 import json
