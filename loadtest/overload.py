@@ -19,6 +19,7 @@ answer afterwards; exit 2 for bad arguments or no server. Traffic goes to loopba
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import random
 import statistics
@@ -34,6 +35,8 @@ from loadtest.safety import loopback_host
 from loadtest.soak import sample
 from serving.supervisor import probe
 from shared_data import squad_pairs
+
+logging.getLogger("client").setLevel(logging.ERROR)  # the demo model's warning on every answer
 
 
 def percentile(values: list[float], q: float) -> float:
