@@ -142,3 +142,12 @@ def dropping_listener(max_connections: int | None = None, max_seconds: float | N
         stop.set()
         dropper.join(5)
         listener.close()
+
+
+def metric(server: "TritonServer", name: str) -> float:
+    """One value of the server's Prometheus metrics (labels ignored)."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5).read().decode()
+    return float(re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M).group(1))

@@ -4,24 +4,17 @@ open-loop overload is refused quickly while the accepted requests keep a bounded
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, expected_tokens, hf_generate
+from tests.helpers import REPO_ROOT, expected_tokens, hf_generate, metric
 from tests.inputs import squad_pairs
-
-
-def metric(server, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5).read().decode()
-    return float(re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M).group(1))
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ next step; a slow answer does not hold up decoding; the server batches concurren
 step by step."""
 from __future__ import annotations
 
-import re
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 from runtime.greedy import Sequence
 from runtime.onnx_runtime import OrtSeq2Seq
 from runtime.scheduler import DecodeScheduler, QueueFull
-from tests.helpers import hf_generate
+from tests.helpers import hf_generate, metric
 from tests.inputs import parity_pairs
 
 PAIRS = parity_pairs()
@@ -176,11 +174,6 @@ def test_a_slow_answer_does_not_hold_up_decoding(runtime, prompts, tokens):
     finally:
         release.set()
         scheduler.stop()
-
-
-def metric(server, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5).read().decode()
-    return float(re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M).group(1))
 
 
 def test_concurrent_requests_share_decode_steps(server, client, prompts, hf_model):
