@@ -39,7 +39,7 @@ def greedy_inputs(module, states: np.ndarray) -> list:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_clients_that_give_up_leave_the_decoder(protocol, server, client, prompts, hf_model, repository, long_pairs):
     """Saturate the decoder with patient 8-row questions (64 new tokens), then send a burst of
-    rows straight to `t5_greedy` whose clients give up after 0.5 s (the request's `timeout`
+    rows straight to `t5_greedy` whose clients give up after 0.25 s (the request's `timeout`
     parameter, which the client sends; over gRPC also the call's deadline). Their rows leave
     the decoder's queue or batch at the next step (the counter says how many), the patient
     answers stay exact, nothing else fails, and the server answers normally afterwards.
@@ -77,12 +77,12 @@ def test_clients_that_give_up_leave_the_decoder(protocol, server, client, prompt
         time.sleep(3.0)  # the decoder's queue holds patient rows now
         if protocol == "grpc":
             raw = grpc_client.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}")
-            call = lambda states: raw.infer("t5_greedy", greedy_inputs(grpc_client, states), timeout=500_000,  # noqa: E731
-                                            client_timeout=0.5)
+            call = lambda states: raw.infer("t5_greedy", greedy_inputs(grpc_client, states), timeout=250_000,  # noqa: E731
+                                            client_timeout=0.25)
         else:
             raw = http_client.InferenceServerClient(f"127.0.0.1:{server.ports.http}", concurrency=16,
-                                                    network_timeout=0.5, connection_timeout=5)
-            call = lambda states: raw.infer("t5_greedy", greedy_inputs(http_client, states), timeout=500_000)  # noqa: E731
+                                                    network_timeout=0.25, connection_timeout=5)
+            call = lambda states: raw.infer("t5_greedy", greedy_inputs(http_client, states), timeout=250_000)  # noqa: E731
 
         def give_up(states) -> str:
             try:
@@ -106,7 +106,7 @@ def test_clients_that_give_up_leave_the_decoder(protocol, server, client, prompt
     for answers in patient_answers:
         assert answers == expected
     gave_up = sum(outcome.startswith("gave up") for outcome in outcomes)
-    assert gave_up >= 4, f"the premise: rows queued behind the patient ones wait past 0.5 s: {outcomes}"
+    assert gave_up >= 4, f"the premise: rows queued behind the patient ones wait past 0.25 s: {outcomes}"
     # every dropped row is one whose client gave up (a few finish in the ~50 ms before the check)
     assert gave_up // 2 <= dropped <= gave_up, f"{dropped} rows dropped for {gave_up} clients that gave up"
     single = np.array([prompts.encode(*long_pairs[0])])
