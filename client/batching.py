@@ -13,10 +13,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from client.errors import InvalidInput
-from contract.prompt import PromptEncoder
 from client.results import Answer
-from contract.prompt import InvalidPrompt, apply_threshold
 from client.windows import DEFAULT_STRIDE, Window, choose, context_windows, whole_or_truncated
+from contract.prompt import InvalidPrompt, PromptEncoder, apply_threshold
 
 LONG_CONTEXT_MODES = ("windows", "truncate")
 

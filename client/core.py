@@ -13,11 +13,11 @@ from tokenizers import Tokenizer
 from client.batching import LONG_CONTEXT_MODES, ChunkResult, Plan
 from client.errors import InvalidInput
 from client.tokenizer import load_tokenizer
-from contract.prompt import PromptEncoder
 from client.results import Answer
 from client.retry import RetryPolicy
 from client.transport import check_protocol
 from client.windows import DEFAULT_STRIDE
+from contract.prompt import PromptEncoder
 
 log = logging.getLogger("client")
 DEMO_WARNING = "the server runs a DEMO model with random weights: its answers are meaningless"

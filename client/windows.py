@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from client.errors import InvalidInput
-from contract.prompt import PromptEncoder
 from client.results import Answer
+from contract.prompt import PromptEncoder
 
 DEFAULT_STRIDE = 128
 

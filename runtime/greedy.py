@@ -184,11 +184,6 @@ class DecodeBatch:
             for n in self._sig.cross_names:
                 self._cache[n] = xp.contiguous(self._cache[n][:, :, :end])
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(slots, self-attention past length, encoder width) of the next step's inputs."""
-        return len(self.slots), self._decoder_mask.shape[1], self._encoder_mask.shape[1]
-
     def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
         """Greedy choice: each row's most likely token, and its log-probability for the score.
         Returns which rows go on (not `</s>`, not at their limit)."""
