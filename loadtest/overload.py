@@ -12,8 +12,9 @@ that back-pressure keeps the accepted requests' latency bounded and the server h
 It reports the accepted answers (latency from arrival: p50, p95, max), the refusals (how many,
 how fast), other errors (there must be none), the server's memory (RSS and PSS of tritonserver
 and its stubs: at the start, peak, at the end) and whether the server answers afterwards, into
-`<out>/<name>.json`. Exit 1 when another error occurred, a refusal took longer than
-`--max-refusal-ms`, the accepted p95 exceeds `--p95-ms` (when given), or the server does not
+`<out>/<name>.json`. Exit 1 when another error occurred, the refusals' p95 exceeds
+`--refusal-p95-ms` (the slowest refusals, `refusal_max_ms`, are those `t5_greedy` turns away
+after their encoding), the accepted p95 exceeds `--p95-ms` (when given), or the server does not
 answer afterwards; exit 2 for bad arguments or no server. Traffic goes to loopback only.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from client import NO_RETRY, QAClient, ServerUnavailable
+from client.tokenizer import load_tokenizer
 from loadtest.run import EXIT_GATE, EXIT_USAGE
 from loadtest.safety import loopback_host
 from loadtest.soak import sample
@@ -130,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", type=float, default=30.0, help="seconds measuring saturation (default 30)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="per request (default: the server's)")
     parser.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request (default 300)")
-    parser.add_argument("--max-refusal-ms", type=float, default=1000.0, help="slowest refusal allowed (default 1000)")
+    parser.add_argument("--refusal-p95-ms", type=float, default=1000.0,
+                        help="95th percentile of the refusals' latency allowed (default 1000)")
     parser.add_argument("--p95-ms", type=float, default=None, help="fail if the accepted answers' p95 exceeds this")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer.json path or Hub id (default: $T5QA_TOKENIZER, then the served model's own "
+                             "under ./model_repository, then the Hub's t5-base)")
     parser.add_argument("--questions", type=int, default=500, help="distinct SQuAD dev questions (default 500)")
     parser.add_argument("--out", type=Path, default=Path("build/loadtest"), help="report folder")
     parser.add_argument("--name", default="overload", help="report file name (default overload)")
@@ -145,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overload: the server at {url} does not answer: {reason}", file=sys.stderr)
         return EXIT_USAGE
     pairs = squad_pairs(args.questions, stride=7)
-    with QAClient(url, retry=NO_RETRY, timeout_s=args.request_timeout) as client:
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+    except Exception as error:  # noqa: BLE001 - tokenizers/huggingface_hub raise several kinds
+        print(f"overload: cannot load the tokenizer {args.tokenizer or ''}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    with QAClient(url, retry=NO_RETRY, timeout_s=args.request_timeout, tokenizer=tokenizer) as client:
         rate = args.saturation or saturation(client, pairs, args.users, args.measure, args.max_new_tokens)
         outcomes, memory = memory_while(
             lambda: open_loop(client, pairs, args.factor * rate, args.duration, args.max_new_tokens), args.grpc_port)
@@ -166,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "healthy_afterwards": healthy is None,
     }
     problems = [f"{len(outcomes.errors)} requests failed otherwise than refused: {outcomes.errors[:3]}"] * bool(outcomes.errors)
-    if report["refusal_max_ms"] > args.max_refusal_ms:
-        problems.append(f"a refusal took {report['refusal_max_ms']} ms (limit {args.max_refusal_ms:g})")
+    if report["refusal_p95_ms"] > args.refusal_p95_ms:
+        problems.append(f"refusals took {report['refusal_p95_ms']} ms at p95 (limit {args.refusal_p95_ms:g})")
     if args.p95_ms is not None and report["accepted_p95_ms"] > args.p95_ms:
         problems.append(f"accepted p95 {report['accepted_p95_ms']} ms exceeds {args.p95_ms:g}")
     if healthy is not None:
