@@ -42,7 +42,7 @@ export: setup  ## export MODEL to validated ONNX, install it and write TARGET's 
 repository: setup  ## regenerate the config.pbtxt files for TARGET from the exported graphs
 	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
 
-engines: setup  ## TensorRT engines for TARGET=gpu-tensorrt, built in the Triton image (Docker + GPU); PRECISION=bf16|fp16|fp32
+engines: setup  ## TensorRT engines for TARGET=gpu-tensorrt, built in the Triton image (Docker + GPU); PRECISION=bf16|fp32
 	$(PYTHON) -m serving.docker engines --model $(MODEL) --precision $(PRECISION)
 
 serve: setup  ## export MODEL (demo model if the Hub is unreachable), start Triton, answer a question

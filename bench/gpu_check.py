@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.tensorrt import PRECISIONS
+
 
 def timed(fn, runs: int) -> float:
     import torch
@@ -80,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="build/models/demo-base")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="bf16", help="TensorRT engines")
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help="TensorRT engines")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--output", type=Path, default=Path("docs/gpu-check.md"))
     args = parser.parse_args()

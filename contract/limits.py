@@ -5,6 +5,11 @@ MAX_INPUT_TOKENS = 512  # t5-base's model_max_length; longer rows are refused (t
 DEFAULT_NEW_TOKENS = 32
 MAX_NEW_TOKENS_CAP = 64
 MAX_TEXT_BYTES = 262_144  # per question or context on the text endpoint; longer text is refused, not read
+# Padding columns of the self-attention cache worth one copy to drop: the decode batch trims its
+# oldest all-padding columns once there are this many, so its past stays below
+# MAX_NEW_TOKENS_CAP + TRIM_COLUMNS however rows join (runtime/greedy.py).
+TRIM_COLUMNS = 16
+MAX_DECODER_PAST = MAX_NEW_TOKENS_CAP + TRIM_COLUMNS  # longest self-attention cache a decode step is given
 # Largest batch the TensorRT engines' optimization profiles cover: export/tensorrt.py builds them up to
-# it, and serving/repository.py refuses a gpu-tensorrt config whose max_batch_size is larger.
+# it, and serving/repository.py caps gpu-tensorrt's rows per decode step and max_batch_size at it.
 TENSORRT_MAX_BATCH = 64

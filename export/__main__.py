@@ -16,6 +16,7 @@ from pathlib import Path
 from contract.limits import TENSORRT_MAX_BATCH
 from contract.names import SEED_MODEL as DEFAULT_MODEL
 from export import DEFAULT_WORKDIR, workdir_for
+from export.tensorrt import PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     engines.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint exported by `onnx` before")
     engines.add_argument("--repository", type=Path, default=Path("model_repository"))
     engines.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    engines.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="bf16",
-                         help="fp16 keeps the feed-forward output projections in fp32 (T5 overflows fp16)")
+    engines.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0],
+                         help="engine precision (no fp16: T5's activations overflow it; see export/tensorrt.py)")
     engines.add_argument("--max-batch", type=int, default=TENSORRT_MAX_BATCH, help="largest batch the profiles cover")
     engines.add_argument("--timing-cache", type=Path, default=Path("build/tensorrt/timing.cache"))
 

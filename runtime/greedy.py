@@ -23,13 +23,13 @@ from typing import Any, Callable
 import numpy as np
 
 from contract.graphs import DecoderSignature
+from contract.limits import TRIM_COLUMNS
 from contract.tokens import TokenIds
 from runtime.arrays import NumpyArrays
 
 Tensors = dict[str, np.ndarray]
 RunGraph = Callable[[Tensors, list[str]], Tensors]
 """Runs the merged decoder graph: (feed, requested output names) -> outputs by name."""
-TRIM_COLUMNS = 16  # padding columns worth one copy of a cache to drop
 LogitsHook = Callable[[list["Sequence"], np.ndarray], None]
 """Sees each decoder call's live rows and their next-token logits `[rows, vocab]` (validation)."""
 

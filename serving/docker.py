@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.tensorrt import PRECISIONS
 from serving.server import RESTRICTED_APIS, Ports, resolve_admin_key, server_flags
 
 IMAGE = "t5qa-triton:24.10"
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="exit 0 if Docker's engine and an NVIDIA GPU are available")
     engines = commands.add_parser("engines", help="build TensorRT engines inside the Triton image")
     engines.add_argument("--model", required=True, help="checkpoint exported by `make export`")
-    engines.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="bf16")
+    engines.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     args = parser.parse_args(argv)
     try:
         if args.command == "check":

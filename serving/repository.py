@@ -10,7 +10,9 @@ Targets (`--target`):
   cpu              the Python backend running ONNX Runtime for `t5_encoder` and `t5_decoder` (the
                    Triton server that ships on PyPI has no onnxruntime/TensorRT backend).
   gpu-onnxruntime  the native onnxruntime backend on the GPU for `t5_encoder` and `t5_decoder`
-                   (the merged decoder graph), optionally with its TensorRT execution accelerator.
+                   (the merged decoder graph). No ORT TensorRT accelerator: without an engine
+                   cache and profiles for a cache that grows every step it rebuilds engines at
+                   run time; TensorRT is the gpu-tensorrt target, with profiles built ahead.
   gpu-tensorrt     TensorRT engines (`make engines`): `t5_encoder`, and the decoder as two engines,
                    `t5_decoder_init` (first step) and `t5_decoder` (later steps), because TensorRT
                    cannot build the merged graph's If node (NVIDIA/TensorRT#2723).
@@ -71,7 +73,6 @@ class Target:
     encoder_instances: int = 1
     split_decoder: bool = False  # first step and later steps in two models (TensorRT)
     warmup: bool = False  # model_warmup for the graph models
-    ort_tensorrt_precision: str = ""  # gpu-onnxruntime: "", "FP32" or "FP16" TensorRT accelerator
     batching: str = "iteration"  # "request": admit only into an empty batch (benchmark baseline)
 
     @property
@@ -85,7 +86,8 @@ TARGETS = {
                   max_queue_wait_s=30.0),
     "gpu-onnxruntime": Target("gpu-onnxruntime", "onnxruntime", GPU, "bls", max_batch_size=64, max_active_rows=128,
                               max_queued_rows=1024, max_queue_wait_s=5.0, warmup=True),
-    "gpu-tensorrt": Target("gpu-tensorrt", "tensorrt", GPU, "bls", max_batch_size=64, max_active_rows=128,
+    # Rows per decode step capped at the engines' largest profile batch.
+    "gpu-tensorrt": Target("gpu-tensorrt", "tensorrt", GPU, "bls", max_batch_size=64, max_active_rows=TENSORRT_MAX_BATCH,
                            max_queued_rows=1024, max_queue_wait_s=5.0, split_decoder=True, warmup=True),
 }
 
@@ -128,10 +130,6 @@ def _graph_model(name: str, signature: dict, target: Target, batch: int, lazy: b
     config.instance_group.add(count=1, kind=target.instance_kind)
     if target.graph_backend == "python":
         _params(config, GraphParameters(intra_op_threads=0, lazy_session=lazy))
-    if target.ort_tensorrt_precision and target.graph_backend == "onnxruntime":
-        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        accelerator.parameters["precision_mode"] = target.ort_tensorrt_precision
-        accelerator.parameters["max_workspace_size_bytes"] = str(4 << 30)
     if target.warmup:
         _warmup(config, signature, batch)
     return config
@@ -255,8 +253,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
 
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
-                     batching: str | None = None, ort_tensorrt_precision: str | None = None,
-                     max_batch_size: int | None = None) -> dict[str, Path]:
+                     batching: str | None = None, max_batch_size: int | None = None) -> dict[str, Path]:
     """Write `<model>/config.pbtxt` for every model of `target` and remove the configs of
     models it does not serve; return the paths written. The other arguments override the
     target's choices."""
@@ -273,7 +270,6 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
         raise ValueError(f"unknown batching {batching!r}; choose 'iteration' or 'request'")
     chosen = replace(TARGETS[target], decoder_mode=decoder_mode or TARGETS[target].decoder_mode,
                      batching=batching or TARGETS[target].batching,
-                     ort_tensorrt_precision=ort_tensorrt_precision or TARGETS[target].ort_tensorrt_precision,
                      max_batch_size=max_batch_size or TARGETS[target].max_batch_size)
     if not 1 <= chosen.max_batch_size <= chosen.max_active_rows:
         raise ValueError(f"max batch size must be between 1 and {chosen.max_active_rows} (rows decoded at once)")
@@ -309,8 +305,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", choices=("iteration", "request"), default=None,
                         help="t5_greedy admits new requests at every step (iteration, default) or only into an "
                              "empty batch (request: the baseline of the benchmark)")
-    parser.add_argument("--ort-tensorrt", choices=("FP32", "FP16"), default=None,
-                        help="gpu-onnxruntime: enable ONNX Runtime's TensorRT execution accelerator at this precision")
     parser.add_argument("--max-batch-size", type=int, default=None,
                         help="largest batch one request may carry (default: the target's, cpu 8, GPU 64); at most "
                              f"the target's max_active_rows, and for gpu-tensorrt at most {TENSORRT_MAX_BATCH}, the "
@@ -318,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching,
-                                     args.ort_tensorrt, args.max_batch_size).values():
+                                     args.max_batch_size).values():
             print(path)
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
