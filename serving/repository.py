@@ -271,13 +271,12 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
     chosen = replace(TARGETS[target], decoder_mode=decoder_mode or TARGETS[target].decoder_mode,
                      batching=batching or TARGETS[target].batching,
                      max_batch_size=max_batch_size or TARGETS[target].max_batch_size)
+    if chosen.graph_backend == "tensorrt" and chosen.max_batch_size > TENSORRT_MAX_BATCH:
+        raise ValueError(f"max batch size {chosen.max_batch_size} exceeds {TENSORRT_MAX_BATCH}, the largest batch "
+                         f"the TensorRT engines' optimization profiles cover (contract.limits.TENSORRT_MAX_BATCH, "
+                         f"built by export/tensorrt.py): use at most {TENSORRT_MAX_BATCH} for target {target}")
     if not 1 <= chosen.max_batch_size <= chosen.max_active_rows:
         raise ValueError(f"max batch size must be between 1 and {chosen.max_active_rows} (rows decoded at once)")
-    if chosen.graph_backend == "tensorrt":
-        if chosen.max_batch_size > TENSORRT_MAX_BATCH:
-            raise ValueError(f"max batch size {chosen.max_batch_size} exceeds {TENSORRT_MAX_BATCH}, the largest batch "
-                             f"the TensorRT engines' optimization profiles cover (contract.limits.TENSORRT_MAX_BATCH, "
-                             f"built by export/tensorrt.py): use at most {TENSORRT_MAX_BATCH} for target {target}")
     configs = build_configs(manifest, chosen)
     for stale in repository.glob("*/config.pbtxt"):  # a model of another target must not load
         if stale.parent.name not in configs:
