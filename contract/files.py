@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from contract.names import ENGINE, GRAPH, MANIFEST, TOKENIZER_FILE
+from contract.names import CHECKPOINT, ENGINE, GRAPH, MANIFEST, TOKENIZER_FILE
 
 REPOSITORY = "model_repository"
 # Relative to the model repository's root; everything else in it (the model.py files) is code.
 GENERATED_IN_REPOSITORY = (MANIFEST, "*/config.pbtxt", f"*/1/*{Path(GRAPH).suffix}", f"*/1/*{Path(ENGINE).suffix}",
-                           TOKENIZER_FILE)
+                           TOKENIZER_FILE, f"{CHECKPOINT}/*")
 BUILD = "build"  # checkpoints, exports, engines, benchmark and load-test scratch
 
 

@@ -30,6 +30,7 @@ MANIFEST = "export_manifest.json"
 GRAPH = "model.onnx"  # in each graph model's version folder
 ENGINE = "model.plan"
 TOKENIZER_FILE = f"{TOKENIZE}/1/tokenizer.json"  # the exported checkpoint's own tokenizer
+CHECKPOINT = f"{GREEDY}/1/checkpoint"  # config and weights, for t5_greedy's `torch` executor
 
 
 def version_file(model: str, filename: str = GRAPH) -> str:

@@ -83,7 +83,7 @@ class GraphParameters(ModelParameters):
 class GreedyParameters(ModelParameters):
     """`t5_greedy`: the decode loop and its scheduler."""
 
-    decoder_mode: str  # "in_process" (runs `decoder_graph` itself) or "bls" (calls `decoder_model`)
+    decoder_mode: str  # "in_process" (runs the decoder itself, with `executor`) or "bls" (calls `decoder_model`)
     decoder_model: str
     decoder_init_model: str  # "" unless the first step has its own model (TensorRT)
     decoder_graph: str  # relative to the repository root, for in_process
@@ -98,6 +98,10 @@ class GreedyParameters(ModelParameters):
     tokens: TokenIds
     # Triton's own key: "no" hands the model GPU inputs where they are.
     cpu_only_inputs: bool = field(default=True, metadata={"key": "FORCE_CPU_ONLY_INPUT_TENSORS", "yes_no": True})
+    executor: str = "onnxruntime"  # in_process: "onnxruntime" (`decoder_graph`) or "torch" (`checkpoint`)
+    checkpoint: str = ""  # relative to the repository root, for the torch executor
+    device: str = "cpu"  # where the torch executor runs: "cpu" or "cuda"
+    dtype: str = "float32"  # the torch executor's: "float32" or "bfloat16"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from transformers import AutoConfig
 from contract.tokens import TokenIds
 from export.demo_model import is_demo
 from export.validate import ATOL, RTOL, validate_export
-from contract.names import DECODER, DECODER_INIT, ENCODER, GRAPH, MANIFEST, TOKENIZER_FILE, version_file
+from contract.names import CHECKPOINT, DECODER, DECODER_INIT, ENCODER, GRAPH, MANIFEST, TOKENIZER_FILE, version_file
 
 TASK = "text2text-generation-with-past"
 GRAPHS = {ENCODER: "encoder_model.onnx", DECODER: "decoder_model_merged.onnx"}
@@ -139,6 +139,18 @@ def install(workdir: Path, repository: Path) -> dict:
     install_tokenizer(workdir, repository)
     (repository / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def install_checkpoint(model: str, repository: Path) -> Path:
+    """The checkpoint's config and weights (safetensors, whatever layout it came in) where
+    `t5_greedy`'s torch executor loads them."""
+    from transformers import T5ForConditionalGeneration
+
+    target = repository / CHECKPOINT
+    if target.exists():
+        shutil.rmtree(target)
+    T5ForConditionalGeneration.from_pretrained(model).save_pretrained(target, safe_serialization=True)
+    return target
 
 
 def install_tokenizer(workdir: Path, repository: Path) -> Path:

@@ -17,9 +17,9 @@ from pathlib import Path
 from contract.files import BUILD, REPOSITORY, generated_files, is_generated
 from contract.names import SEED_MODEL
 from export import DEFAULT_WORKDIR, workdir_for
-from export.onnx_export import export_model, failure, install
+from export.onnx_export import export_model, failure, install, install_checkpoint
 from export.validate import ATOL, RTOL, ValidationError
-from serving.repository import TARGETS, write_repository
+from serving.repository import EXECUTORS, TARGETS, write_repository
 
 
 def build(model: str, repository: Path, target: str = "cpu", workdir: Path = DEFAULT_WORKDIR,
@@ -30,6 +30,8 @@ def build(model: str, repository: Path, target: str = "cpu", workdir: Path = DEF
     exported = workdir_for(model, workdir)
     manifest = export_model(model, exported, *tolerance)
     install(exported, repository)
+    if (config_options.get("executor") or TARGETS[target].executor) == "torch":
+        install_checkpoint(model, repository)
     write_repository(repository, target, **config_options)
     return manifest
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default=SEED_MODEL, help="Hub id or local checkpoint folder")
     run.add_argument("--repository", type=Path, default=Path(REPOSITORY), help="Triton model repository")
     run.add_argument("--target", choices=sorted(TARGETS), default="cpu", help="deployment target of the configs")
+    run.add_argument("--executor", choices=EXECUTORS, default=None,
+                     help="what runs the decoder inside t5_greedy (default: the target's); torch installs the checkpoint")
     run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where exports are kept and reused")
     run.add_argument("--atol", type=float, default=ATOL, help="validation: |logit difference| accepted at any scale")
     run.add_argument("--rtol", type=float, default=RTOL,
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {path}")
         return 0
     try:
-        manifest = build(args.model, args.repository, args.target, args.workdir, (args.atol, args.rtol))
+        manifest = build(args.model, args.repository, args.target, args.workdir, (args.atol, args.rtol),
+                         executor=args.executor)
     except (ValidationError, OSError) as error:
         print(failure(args.model, error), file=sys.stderr)
         return 1

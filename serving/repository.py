@@ -22,7 +22,9 @@ inputs on the device
 (`FORCE_CPU_ONLY_INPUT_TENSORS: "no"`). The same `t5_qa` ensemble and `t5_greedy` loop serve
 every target.
 
-How `t5_greedy` reaches the decoder (`--decoder-mode`):
+How `t5_greedy` reaches the decoder (`--decoder-mode`; in-process with `--executor`
+onnxruntime, the decoder graph, or torch, the checkpoint's own decoder on PyTorch, which
+`python -m serving.pipeline build --executor torch` installs):
   in_process  it runs `t5_decoder`'s graph in its own process. The cpu default: over BLS the
               Python backend copies the whole key/value cache through shared memory twice per
               step (measured on t5-base, 180 tokens: 28 ms per step instead of 20). `t5_decoder`
@@ -46,7 +48,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from contract.files import generated_files
 from contract.graphs import DecoderSignature
 from contract.limits import DEFAULT_NEW_TOKENS, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP, TENSORRT_MAX_BATCH
-from contract.names import (ATTENTION_MASK, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES, GENERATION_OUTPUTS,
+from contract.names import (ATTENTION_MASK, CHECKPOINT, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES, GENERATION_OUTPUTS,
                             GREEDY, INPUT_IDS, LAST_HIDDEN_STATE, MANIFEST, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
                             OUTPUT_SCORES, QA, VALIDATE, version_file)
 from contract.parameters import GraphParameters, GreedyParameters, ModelParameters, ServedModel, ValidateParameters
@@ -54,6 +56,7 @@ from contract.tokens import TokenIds
 from serving.text_repository import text_configs
 
 DECODER_MODES = ("in_process", "bls")
+EXECUTORS = ("onnxruntime", "torch")  # what runs the decoder in t5_greedy's process (in_process)
 ONNX_TO_TRITON = {"FLOAT": mc.TYPE_FP32, "FLOAT16": mc.TYPE_FP16, "BFLOAT16": mc.TYPE_BF16,
                   "INT64": mc.TYPE_INT64, "INT32": mc.TYPE_INT32, "BOOL": mc.TYPE_BOOL}
 
@@ -74,6 +77,8 @@ class Target:
     split_decoder: bool = False  # first step and later steps in two models (TensorRT)
     warmup: bool = False  # model_warmup for the graph models
     batching: str = "iteration"  # "request": admit only into an empty batch (benchmark baseline)
+    executor: str = "onnxruntime"  # in_process: the decoder graph on ONNX Runtime, or the checkpoint on PyTorch
+    dtype: str = "float32"  # the torch executor's
 
     @property
     def on_gpu(self) -> bool:
@@ -221,7 +226,9 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
         max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows,
         max_queue_wait_s=target.max_queue_wait_s, batching=target.batching,
-        signature=DecoderSignature.from_inputs(inputs), tokens=tokens, cpu_only_inputs=not target.on_gpu))
+        signature=DecoderSignature.from_inputs(inputs), tokens=tokens, cpu_only_inputs=not target.on_gpu,
+        executor=target.executor, checkpoint=CHECKPOINT if target.executor == "torch" else "",
+        device="cuda" if target.on_gpu else "cpu", dtype=target.dtype))
     configs[GREEDY] = greedy
 
     qa = mc.ModelConfig(name=QA, platform="ensemble", max_batch_size=batch)
@@ -253,7 +260,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
 
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
-                     batching: str | None = None, max_batch_size: int | None = None) -> dict[str, Path]:
+                     batching: str | None = None, max_batch_size: int | None = None,
+                     executor: str | None = None) -> dict[str, Path]:
     """Write `<model>/config.pbtxt` for every model of `target` and remove the configs of
     models it does not serve; return the paths written. The other arguments override the
     target's choices."""
@@ -266,11 +274,19 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
         raise FileNotFoundError(f"{manifest_path} not found: run `make export` (python -m export onnx) first")
     manifest = json.loads(manifest_path.read_text())
     written = {}
+    if executor not in (None, *EXECUTORS):
+        raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
     if batching not in (None, "iteration", "request"):
         raise ValueError(f"unknown batching {batching!r}; choose 'iteration' or 'request'")
     chosen = replace(TARGETS[target], decoder_mode=decoder_mode or TARGETS[target].decoder_mode,
                      batching=batching or TARGETS[target].batching,
-                     max_batch_size=max_batch_size or TARGETS[target].max_batch_size)
+                     max_batch_size=max_batch_size or TARGETS[target].max_batch_size,
+                     executor=executor or TARGETS[target].executor)
+    if chosen.executor == "torch" and chosen.decoder_mode != "in_process":
+        raise ValueError("the torch executor runs the decoder inside t5_greedy: it needs decoder mode in_process")
+    if chosen.executor == "torch" and not (repository / CHECKPOINT).is_dir():
+        raise FileNotFoundError(f"{repository / CHECKPOINT} not found: the torch executor loads the checkpoint from "
+                                "there (`python -m serving.pipeline build --executor torch` installs it)")
     if chosen.graph_backend == "tensorrt" and chosen.max_batch_size > TENSORRT_MAX_BATCH:
         raise ValueError(f"max batch size {chosen.max_batch_size} exceeds {TENSORRT_MAX_BATCH}, the largest batch "
                          f"the TensorRT engines' optimization profiles cover (contract.limits.TENSORRT_MAX_BATCH, "
@@ -304,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", choices=("iteration", "request"), default=None,
                         help="t5_greedy admits new requests at every step (iteration, default) or only into an "
                              "empty batch (request: the baseline of the benchmark)")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="what runs the decoder inside t5_greedy (decoder mode in_process): the decoder graph "
+                             "on ONNX Runtime (default) or the checkpoint's own decoder on PyTorch")
     parser.add_argument("--max-batch-size", type=int, default=None,
                         help="largest batch one request may carry (default: the target's, cpu 8, GPU 64); at most "
                              f"the target's max_active_rows, and for gpu-tensorrt at most {TENSORRT_MAX_BATCH}, the "
@@ -311,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching,
-                                     args.max_batch_size).values():
+                                     args.max_batch_size, args.executor).values():
             print(path)
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)

@@ -60,13 +60,13 @@ def copy_model_code(root: Path) -> Path:
 
 
 def build_repository(checkpoint: Path, root: Path, exports: Path | None = None,
-                     decoder_mode: str | None = None) -> Path:
+                     decoder_mode: str | None = None, executor: str | None = None) -> Path:
     """The build pipeline into a fresh copy of the repository's model code (reusing an export
     of the same checkpoint under `exports`)."""
     from serving.pipeline import build
 
     repository = copy_model_code(root)
-    build(str(checkpoint), repository, "cpu", exports or root / "onnx", decoder_mode=decoder_mode)
+    build(str(checkpoint), repository, "cpu", exports or root / "onnx", decoder_mode=decoder_mode, executor=executor)
     return repository
 
 

@@ -17,8 +17,10 @@ Outputs per row: new token ids (`</s>` included when emitted), their count, thei
 log-probability.
 
 `decoder_mode` (`contract.parameters.GreedyParameters`) says where the step runs: `in_process`
-opens the decoder graph here (cpu: no copy of the cache between processes), `bls` calls the
-decoder model(s) through BLS (GPU targets), with device tensors exchanged through DLPack.
+runs it here, with no copy of the cache between processes, through its `executor`: the decoder
+graph on ONNX Runtime (cpu), or the checkpoint's own decoder on PyTorch (`runtime.torch_t5`:
+states and caches stay on its device, GPU or CPU); `bls` calls the decoder model(s) through BLS,
+with device tensors exchanged through DLPack.
 """
 from __future__ import annotations
 
@@ -129,10 +131,14 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         self.params = p = GreedyParameters.from_args(args)
         self.on_device = not p.cpu_only_inputs
-        self.arrays = TorchArrays() if self.on_device else NumpyArrays()
+        self.torch_executor = p.decoder_mode == "in_process" and p.executor == "torch"
+        self.arrays = TorchArrays() if self.on_device or self.torch_executor else NumpyArrays()
         run = self.run_decoder_bls
-        if p.decoder_mode == "in_process":
-            from runtime.onnx_runtime import open_session, run_graph  # cpu only: the GPU image has no onnxruntime
+        if self.torch_executor:
+            from runtime.torch_t5 import TorchDecoder
+            run = TorchDecoder(repository_file(args, p.checkpoint), p.signature, p.device, p.dtype, p.intra_op_threads)
+        elif p.decoder_mode == "in_process":
+            from runtime.onnx_runtime import open_session, run_graph  # not in the GPU image
             session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         self.metrics = SchedulerMetrics()
@@ -171,7 +177,10 @@ class TritonPythonModel:
         """The encoder output as this model's own copy: Triton frees a request's input buffers
         when `execute` returns, and the scheduler reads them later."""
         tensor = pb_utils.get_input_tensor_by_name(request, ENCODER_HIDDEN_STATES)
-        return self.from_triton(tensor).clone() if self.on_device else np.array(tensor.as_numpy())
+        if self.on_device:
+            return self.from_triton(tensor).clone()
+        states = np.array(tensor.as_numpy())
+        return self.arrays.torch.from_numpy(states) if self.torch_executor else states
 
     def host(self, request, name: str) -> np.ndarray | None:
         """A small input as a host array, wherever Triton placed it."""

@@ -1,0 +1,76 @@
+"""`t5_greedy` with the torch executor (`--executor torch`: the checkpoint's own decoder on
+PyTorch inside the decode loop's process, the path the GPU takes) served by a real
+tritonserver on the CPU in fp32: token-for-token `generate`'s answers for single requests,
+mixed-length batches and concurrent requests sharing decode steps."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from client import QAClient
+from contract.names import CHECKPOINT
+from contract.parameters import GreedyParameters
+from tests.helpers import build_repository, expected_tokens, hf_generate, start_server
+from tests.inputs import parity_pairs
+
+PAIRS = parity_pairs()[1::2][:24]  # 24 inputs of all lengths, SQuAD dev and hand-made
+
+
+@pytest.fixture(scope="module")
+def torch_served(tmp_path_factory, checkpoint, exports, prompts):
+    root = tmp_path_factory.mktemp("serving-torch")
+    repository = build_repository(checkpoint, root, exports, executor="torch")
+    server = start_server(repository, root / "tritonserver.log")
+    with QAClient(f"127.0.0.1:{server.ports.grpc}", tokenizer=prompts.tokenizer) as client:
+        yield repository, client
+    server.stop()
+
+
+def test_the_repository_runs_the_checkpoint_in_t5_greedy(torch_served):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    repository, _ = torch_served
+    config = text_format.Parse((repository / "t5_greedy/config.pbtxt").read_text(), mc.ModelConfig())
+    params = GreedyParameters.from_strings({k: v.string_value for k, v in config.parameters.items()})
+    assert (params.executor, params.decoder_mode, params.checkpoint, params.device, params.dtype) == \
+        ("torch", "in_process", CHECKPOINT, "cpu", "float32")
+    assert (repository / CHECKPOINT / "model.safetensors").is_file()
+
+
+def test_single_requests_match_generate(torch_served, prompts, hf_model):
+    _, client = torch_served
+    for index, pair in enumerate(PAIRS[:12]):
+        ids = np.array([prompts.encode(*pair)])
+        limit = (None, 64, 5)[index % 3]
+        tokens, lengths, _ = client.generate(ids, np.ones_like(ids), limit)
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), limit or 32)[0]
+        assert expected_tokens(tokens[0, : lengths[0, 0]]) == expected_tokens(reference), f"input {index}"
+
+
+def test_batches_and_concurrent_requests_match_generate(torch_served, prompts, hf_model):
+    """Two mixed-length batches of 6 and 12 single requests at once: rows join the running
+    batch at different steps and leave at different steps."""
+    _, client = torch_served
+    ids, mask = prompts.encode_batch(PAIRS[12:])
+    reference = hf_generate(hf_model, ids, mask, 32)
+
+    def batch(rows: slice):
+        return client.generate(ids[rows], mask[rows])
+
+    def single(row: int):
+        width = int(mask[row].sum())
+        return client.generate(ids[row: row + 1, :width], mask[row: row + 1, :width])
+
+    with ThreadPoolExecutor(14) as pool:
+        batches = [pool.submit(batch, rows) for rows in (slice(0, 6), slice(6, 12))]
+        singles = [pool.submit(single, row) for row in range(12)]
+        for start, future in zip((0, 6), batches):
+            tokens, lengths, _ = future.result()
+            for row in range(6):
+                assert expected_tokens(tokens[row, : lengths[row, 0]]) == expected_tokens(reference[start + row])
+        for row, future in enumerate(singles):
+            tokens, lengths, _ = future.result()
+            assert expected_tokens(tokens[0, : lengths[0, 0]]) == expected_tokens(reference[row]), f"row {row}"
