@@ -54,6 +54,7 @@ class DockerTritonServer:
     name: str = "t5qa-triton"
     process: subprocess.Popen | None = None
     admin_key: str | None = None  # as TritonServer: None -> $T5QA_ADMIN_KEY, else random
+    cuda_pool_bytes: int = 0  # Triton's CUDA memory pool on GPU 0 (serving.repository.cuda_pool_bytes); 0: its default
 
     def __post_init__(self) -> None:
         self.admin_key, _ = resolve_admin_key(self.admin_key)
@@ -66,7 +67,8 @@ class DockerTritonServer:
         return ["docker", "run", "--rm", "--name", self.name, "--gpus", "all", "--shm-size=2g",
                 "-p", f"{self.ports.http}:8000", "-p", f"{self.ports.grpc}:8001", "-p", f"{self.ports.metrics}:8002",
                 "-v", f"{self.repository.resolve()}:/models:ro", IMAGE,
-                "tritonserver", *server_flags("/models", Ports(), self.exit_timeout_s, RESTRICTED_APIS, self.admin_key)]
+                "tritonserver", *server_flags("/models", Ports(), self.exit_timeout_s, RESTRICTED_APIS, self.admin_key),
+                *([f"--cuda-memory-pool-byte-size=0:{self.cuda_pool_bytes}"] if self.cuda_pool_bytes else [])]
 
     def start(self) -> "DockerTritonServer":
         self.build()

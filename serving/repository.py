@@ -47,7 +47,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from contract.files import generated_files
 from contract.graphs import DecoderSignature
-from contract.limits import DEFAULT_NEW_TOKENS, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP, TENSORRT_MAX_BATCH
+from contract.limits import (DEFAULT_NEW_TOKENS, MAX_DECODER_PAST, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP,
+                             TENSORRT_MAX_BATCH)
 from contract.names import (ATTENTION_MASK, CHECKPOINT, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES, GENERATION_OUTPUTS,
                             GREEDY, INPUT_IDS, LAST_HIDDEN_STATE, MANIFEST, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
                             OUTPUT_SCORES, QA, VALIDATE, version_file)
@@ -208,9 +209,6 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     else:
         decoder_sig = graphs[DECODER]
     configs[DECODER] = _graph_model(DECODER, decoder_sig, target, 0, lazy=target.decoder_mode == "in_process")
-
-    inputs = {name: dims for name, (_, dims) in decoder_sig["inputs"].items()}
-    inputs[ENCODER_HIDDEN_STATES] = [-1, -1, hidden_dims[-1]]  # the with-past graph does not take them
     greedy = mc.ModelConfig(name=GREEDY, backend="python", max_batch_size=batch)
     greedy.input.extend([
         _tensor(mc.ModelInput, ENCODER_HIDDEN_STATES, mc.TYPE_FP32, hidden_dims),
@@ -226,7 +224,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         intra_op_threads=0, default_new_tokens=DEFAULT_NEW_TOKENS, max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
         max_active_rows=target.max_active_rows, max_queued_rows=target.max_queued_rows,
         max_queue_wait_s=target.max_queue_wait_s, batching=target.batching,
-        signature=DecoderSignature.from_inputs(inputs), tokens=tokens, cpu_only_inputs=not target.on_gpu,
+        signature=decoder_signature(graphs, target), tokens=tokens, cpu_only_inputs=not target.on_gpu,
         executor=target.executor, checkpoint=CHECKPOINT if target.executor == "torch" else "",
         device="cuda" if target.on_gpu else "cpu", dtype=target.dtype))
     configs[GREEDY] = greedy
@@ -257,6 +255,44 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     configs[QA] = qa
     configs.update(text_configs(manifest, target, configs))
     return configs
+
+
+MIB = 1 << 20
+
+
+def cuda_pool_bytes(target: Target, d_model: int, signature: DecoderSignature) -> int:
+    """Triton's CUDA memory pool for `target` (`--cuda-memory-pool-byte-size=0:<bytes>`), sized
+    from the configuration: the GPU tensors Triton moves between models at once. Ensemble: the
+    encoder output of the batches queued in front of the encoder, running and handed to
+    `t5_greedy` (four full batches of the longest input, fp32). BLS (a decoder model called per
+    step): also one step's inputs and outputs at the row cap, the past at its longest and the
+    cross-attention cache at the longest input. Rounded up to MiB; 0 on CPU targets (no flag).
+    Beyond its pool Triton fails a transfer ("failed to copy data"), it does not grow."""
+    if not target.on_gpu:
+        return 0
+    fp32 = 4
+    total = 4 * target.max_batch_size * MAX_INPUT_TOKENS * d_model * fp32
+    if target.decoder_mode == "bls":
+        per_position = target.max_active_rows * signature.num_heads * signature.head_dim * fp32
+        self_cache = len(signature.self_names) * (MAX_DECODER_PAST + 1) * per_position
+        cross_cache = len(signature.cross_names) * MAX_INPUT_TOKENS * per_position
+        total += 2 * (self_cache + cross_cache)  # in and out (present) of one step
+    return -(-total // MIB) * MIB
+
+
+def cuda_pool_for(repository: Path, target: str) -> int:
+    """`cuda_pool_bytes` for the repository's exported model (its manifest) and `target`."""
+    graphs = json.loads((repository / MANIFEST).read_text())["graphs"]
+    signature = decoder_signature(graphs, TARGETS[target])
+    return cuda_pool_bytes(TARGETS[target], signature.d_model, signature)
+
+
+def decoder_signature(graphs: dict, target: Target) -> DecoderSignature:
+    """The decoder graph's cache signature, as `t5_greedy` sees it on `target`."""
+    decoder = graphs["t5_decoder_with_past"] if target.split_decoder else graphs[DECODER]
+    d_model = graphs[ENCODER]["outputs"][LAST_HIDDEN_STATE][1][-1]
+    return DecoderSignature.from_inputs({name: dims for name, (_, dims) in decoder["inputs"].items()}
+                                        | {ENCODER_HIDDEN_STATES: [-1, -1, d_model]})
 
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
@@ -327,7 +363,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest batch one request may carry (default: the target's, cpu 8, GPU 64); at most "
                              f"the target's max_active_rows, and for gpu-tensorrt at most {TENSORRT_MAX_BATCH}, the "
                              "largest batch the TensorRT engines' profiles cover")
+    parser.add_argument("--cuda-pool-bytes", action="store_true",
+                        help="print the CUDA memory pool the target needs for the exported model (what `make serve` "
+                             "passes as --cuda-memory-pool-byte-size=0:<bytes>, and the chart's "
+                             "server.cudaMemoryPoolByteSize) instead of writing configs")
     args = parser.parse_args(argv)
+    if args.cuda_pool_bytes:
+        try:
+            print(cuda_pool_for(args.repository, args.target))
+        except FileNotFoundError as error:
+            print(f"{error}: run `make export` first", file=sys.stderr)
+            return 1
+        return 0
     try:
         for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching,
                                      args.max_batch_size, args.executor).values():

@@ -18,7 +18,7 @@ from export import DEFAULT_WORKDIR
 from export.demo_model import build_demo_model
 from export.validate import ATOL, RTOL, ValidationError
 from serving.pipeline import build
-from serving.repository import TARGETS
+from serving.repository import TARGETS, cuda_pool_for
 from serving.server import Ports, TritonServer, stop_on_signals
 from serving.supervisor import (EXIT_GAVE_UP, SupervisorGaveUp, add_supervisor_arguments,
                                 supervisor_from_arguments)
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         except GpuServingUnavailable as error:
             print(f"cannot serve TARGET={args.target}: {error}", file=sys.stderr)
             return 1
-        server = DockerTritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout)
+        server = DockerTritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout,
+                                    cuda_pool_bytes=cuda_pool_for(args.repository, args.target))
         args.no_supervise = True  # the container's restart policy (or Kubernetes) supervises it
     stop = stop_on_signals()
     server.start()

@@ -550,6 +550,14 @@ def test_deployment_args(default_docs):
         assert flag in args, flag
 
 
+def test_cuda_memory_pool_from_values(default_docs):
+    """The pool flag carries the value (default: sized for t5-base on gpu-tensorrt) and goes
+    away at 0."""
+    assert "--cuda-memory-pool-byte-size=0:5998903296" in container(default_docs)["args"]
+    args = container(render("--set", "server.cudaMemoryPoolByteSize=0"))["args"]
+    assert not [a for a in args if a.startswith("--cuda-memory-pool-byte-size")]
+
+
 def test_extra_args_and_env_and_exit_timeout_from_values():
     c = container(render("--set", "server.extraArgs[0]=--log-verbose=1", "--set", "server.exitTimeoutSeconds=10",
                          "--set", "server.extraEnv[0].name=PYTHONPATH", "--set", "server.extraEnv[0].value=/models/deps"))

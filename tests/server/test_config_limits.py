@@ -33,3 +33,15 @@ def test_cli_accepts_the_engine_limit_and_other_targets_keep_their_range(reposit
     assert repository_cli.main(["--target", "gpu-onnxruntime", "--repository", str(ort),
                                 "--max-batch-size", str(rows)]) == 0
     assert _max_batch(ort / "t5_encoder" / "config.pbtxt") == rows
+
+
+def test_cli_prints_the_cuda_pool_for_the_exported_model(repository, capsys):
+    """`--cuda-pool-bytes`: what `make serve` passes for a GPU target, from the export's dims;
+    BLS targets hold a whole step's cache (more rows, more pool), cpu needs none."""
+    sizes = {}
+    for target in ("cpu", "gpu-tensorrt", "gpu-onnxruntime"):
+        assert repository_cli.main(["--target", target, "--repository", str(repository), "--cuda-pool-bytes"]) == 0
+        sizes[target] = int(capsys.readouterr().out)
+        assert sizes[target] == repository_cli.cuda_pool_for(repository, target)
+    assert sizes["cpu"] == 0 < sizes["gpu-tensorrt"] < sizes["gpu-onnxruntime"]
+    assert sizes["gpu-tensorrt"] % (1 << 20) == 0

@@ -8,6 +8,7 @@ import pytest
 from export.tensorrt import Limits, profile_shapes
 from serving import repository as repository_cli
 from contract.limits import TENSORRT_MAX_BATCH
+from tests.helpers import REPO_ROOT
 
 
 def test_engine_profiles_end_at_the_limit_the_repository_enforces():
@@ -30,3 +31,23 @@ def test_cli_refuses_tensorrt_batch_beyond_the_engine_profiles(tmp_path, capsys,
     assert f"max batch size {batch} exceeds {TENSORRT_MAX_BATCH}" in err
     assert "TensorRT engines' optimization profiles" in err
     assert not list(tmp_path.rglob("config.pbtxt")), "nothing is written for a refused config"
+
+
+def test_the_charts_cuda_pool_is_the_size_computed_for_t5_base():
+    """One computation sizes Triton's CUDA pool (`serving.repository.cuda_pool_bytes`): `make
+    serve` passes it for the exported model, and the chart's default is its value for t5-base
+    on gpu-tensorrt. BLS moves a step's whole cache, so the pool holds it at the row cap."""
+    import yaml
+
+    from contract.graphs import DecoderSignature
+    from serving.repository import TARGETS, cuda_pool_bytes
+
+    values = yaml.safe_load((REPO_ROOT / "deploy/helm/t5-qa/values.yaml").read_text())
+    t5_base = DecoderSignature(tuple(f"past_key_values.{layer}.{part}.{kind}" for layer in range(12)
+                                     for part in ("decoder", "encoder") for kind in ("key", "value")),
+                               num_heads=12, head_dim=64, d_model=768)
+    pool = cuda_pool_bytes(TARGETS["gpu-tensorrt"], 768, t5_base)
+    assert values["server"]["cudaMemoryPoolByteSize"] == pool
+    cross_cache_in_and_out = 2 * 24 * 64 * 12 * 512 * 64 * 4  # 24 cross K/V tensors at 64 rows and 512 positions
+    assert cross_cache_in_and_out < pool < 2 * cross_cache_in_and_out
+    assert cuda_pool_bytes(TARGETS["cpu"], 768, t5_base) == 0

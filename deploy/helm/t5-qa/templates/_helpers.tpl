@@ -130,6 +130,9 @@ which the kubelet expands from the container env (Triton itself does not expand 
 - {{ printf "--metrics-port=%d" (int $s.ports.metrics) | quote }}
 - "--allow-metrics=true"
 - "--strict-readiness=true"
+{{- if gt (int64 $s.cudaMemoryPoolByteSize) 0 }}
+- {{ printf "--cuda-memory-pool-byte-size=0:%d" (int64 $s.cudaMemoryPoolByteSize) | quote }}
+{{- end }}
 {{- if $s.metrics.summaryLatencies }}
 - "--metrics-config=summary_latencies=true"
 {{- end }}
