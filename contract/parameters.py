@@ -73,10 +73,15 @@ class ValidateParameters(ModelParameters):
 
 @dataclass(frozen=True)
 class GraphParameters(ModelParameters):
-    """`t5_encoder` and `t5_decoder` on the cpu target (Python backend running ONNX Runtime)."""
+    """`t5_encoder` and `t5_decoder` served by the Python backend: the graph on ONNX Runtime
+    (cpu), or the encoder of the checkpoint on PyTorch (`executor` torch; cpu or gpu-torch)."""
 
     intra_op_threads: int  # 0: one per core
     lazy_session: bool = False  # open the graph on first use (the decoder, when t5_greedy runs it in-process)
+    executor: str = "onnxruntime"  # or "torch" (t5_encoder only)
+    checkpoint: str = ""  # relative to the repository root, for the torch executor
+    device: str = "cpu"  # the torch executor's: "cpu" or "cuda"
+    dtype: str = "float32"  # the torch executor's: "float32" or "bfloat16"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The checkpoint's own T5 decoder in PyTorch as the decode loop's step: `t5_greedy`'s
-`torch` executor. On a GPU its states and caches stay on the device from the first step to
+"""The checkpoint's own T5 in PyTorch: the decoder as the decode loop's step (`t5_greedy`'s
+`torch` executor) and the encoder (`t5_encoder`'s). On a GPU its states and caches stay on the device from the first step to
 the last (no per-step process boundary, no host round trip; cross-attention keys and values
 computed once per row); on the CPU the same code runs, which is how `make test` checks it
 against `generate` through a real tritonserver.
@@ -37,24 +37,48 @@ def cache_names(signature: DecoderSignature) -> list[dict[str, str]]:
     return [layers[i] for i in range(len(layers))]
 
 
+def load_t5(kind, checkpoint: str, device: str, dtype: str, threads: int):
+    """`kind.from_pretrained(checkpoint)` in `dtype` on `device`, for inference; (torch, model)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (T5 overflows float16), got {dtype!r}")
+    if device == "cpu":
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    return torch, kind.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).to(device).eval()
+
+
+class TorchEncoder:
+    """The checkpoint's encoder: token ids and mask (host arrays) to float32 hidden states
+    on `device` (a torch tensor)."""
+
+    def __init__(self, checkpoint: str, device: str = "cpu", dtype: str = "float32", threads: int = 0):
+        from transformers import T5EncoderModel
+
+        self.torch, self.model = load_t5(T5EncoderModel, checkpoint, device, dtype, threads)
+        self.device = self.torch.device(device)
+
+    def __call__(self, input_ids, attention_mask):
+        torch = self.torch
+        with torch.no_grad():
+            states = self.model(input_ids=torch.from_numpy(input_ids).to(self.device),
+                                attention_mask=torch.from_numpy(attention_mask).to(self.device)).last_hidden_state
+        return states.float()
+
+
 class TorchDecoder:
     """A `runtime.greedy.RunGraph` running the checkpoint's decoder with PyTorch on `device`."""
 
     def __init__(self, checkpoint: str, signature: DecoderSignature, device: str = "cpu", dtype: str = "float32",
                  threads: int = 0):
-        import torch
         from transformers import T5ForConditionalGeneration
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES} (T5 overflows float16), got {dtype!r}")
-        if device == "cpu":
-            torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-        self.torch, self._caches = torch, (DynamicCache, EncoderDecoderCache)
-        self.device, self.dtype = torch.device(device), getattr(torch, dtype)
-        model = T5ForConditionalGeneration.from_pretrained(checkpoint, dtype=self.dtype)
+        self.torch, model = load_t5(T5ForConditionalGeneration, checkpoint, "cpu", dtype, threads)
         model.encoder = None  # the encoder is served by its own model: do not hold its weights twice
-        self.model = model.to(self.device).eval()
+        self.device, self.dtype = self.torch.device(device), getattr(self.torch, dtype)
+        self.model = model.to(self.device)
+        self._caches = (DynamicCache, EncoderDecoderCache)
         self.layers = cache_names(signature)
         if len(self.layers) != model.config.num_decoder_layers:
             raise ValueError(f"the decoder graph has {len(self.layers)} layers, the checkpoint "

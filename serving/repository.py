@@ -85,6 +85,17 @@ class Target:
     def on_gpu(self) -> bool:
         return self.instance_kind == mc.ModelInstanceGroup.KIND_GPU
 
+    @property
+    def needs_image(self) -> bool:
+        """Served by NVIDIA's image (native onnxruntime/TensorRT backends), not by the
+        tritonserver that ships on PyPI, which has only the Python backend."""
+        return self.graph_backend != "python"
+
+    @property
+    def device(self) -> str:
+        """Where the torch executor runs."""
+        return "cuda" if self.on_gpu else "cpu"
+
 
 CPU, GPU = mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU
 TARGETS = {
@@ -93,6 +104,10 @@ TARGETS = {
     "gpu-onnxruntime": Target("gpu-onnxruntime", "onnxruntime", GPU, "bls", max_batch_size=64, max_active_rows=128,
                               max_queued_rows=1024, max_queue_wait_s=5.0, warmup=True),
     # Rows per decode step capped at the engines' largest profile batch.
+    # Encoder and decoder of the checkpoint on PyTorch (Python backend): the decoder inside
+    # t5_greedy, caches on the device; runs on the tritonserver that ships on PyPI.
+    "gpu-torch": Target("gpu-torch", "python", GPU, "in_process", max_batch_size=64, max_active_rows=128,
+                        max_queued_rows=1024, max_queue_wait_s=5.0, executor="torch", dtype="bfloat16"),
     "gpu-tensorrt": Target("gpu-tensorrt", "tensorrt", GPU, "bls", max_batch_size=64, max_active_rows=TENSORRT_MAX_BATCH,
                            max_queued_rows=1024, max_queue_wait_s=5.0, split_decoder=True, warmup=True),
 }
@@ -135,7 +150,10 @@ def _graph_model(name: str, signature: dict, target: Target, batch: int, lazy: b
     config.output.extend(_graph_tensors(mc.ModelOutput, signature["outputs"], batched=batch > 0))
     config.instance_group.add(count=1, kind=target.instance_kind)
     if target.graph_backend == "python":
-        _params(config, GraphParameters(intra_op_threads=0, lazy_session=lazy))
+        torch = target.executor == "torch" and name == ENCODER  # the decoder's runs inside t5_greedy
+        _params(config, GraphParameters(intra_op_threads=0, lazy_session=lazy, executor=target.executor if torch else "onnxruntime",
+                                        checkpoint=CHECKPOINT if torch else "", device=target.device,
+                                        dtype=target.dtype if torch else "float32"))
     if target.warmup:
         _warmup(config, signature, batch)
     return config
@@ -226,7 +244,7 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         max_queue_wait_s=target.max_queue_wait_s, batching=target.batching,
         signature=decoder_signature(graphs, target), tokens=tokens, cpu_only_inputs=not target.on_gpu,
         executor=target.executor, checkpoint=CHECKPOINT if target.executor == "torch" else "",
-        device="cuda" if target.on_gpu else "cpu", dtype=target.dtype))
+        device=target.device, dtype=target.dtype))
     configs[GREEDY] = greedy
 
     qa = mc.ModelConfig(name=QA, platform="ensemble", max_batch_size=batch)

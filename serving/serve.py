@@ -8,6 +8,7 @@ when it stops answering (Triton does not restart a dead Python backend stub itse
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -92,21 +93,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    if args.target != "cpu":  # NVIDIA's image on a GPU: fail before the slow export if it cannot run
+    target = TARGETS[args.target]
+    if target.needs_image:  # NVIDIA's image on a GPU: fail before the slow export if it cannot run
         from serving.docker import DockerTritonServer, GpuServingUnavailable, check_gpu_host, check_repository
         try:
             check_gpu_host()
         except GpuServingUnavailable as error:
             print(f"cannot serve TARGET={args.target}: {error}", file=sys.stderr)
             return 1
+    elif target.on_gpu and shutil.which("nvidia-smi") is None:
+        print(f"cannot serve TARGET={args.target}: no NVIDIA GPU visible (nvidia-smi not found); use TARGET=cpu here",
+              file=sys.stderr)
+        return 1
     try:
         served = build_with_fallback(args.model, args.demo_fallback, args.repository, args.target, args.workdir,
                                      (args.atol, args.rtol))
     except ValidationError as error:
         print(f"export failed validation, not serving {args.model}: {error}", file=sys.stderr)
         return 1
-    if args.target == "cpu":
-        server = TritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout)
+    if not target.needs_image:  # the tritonserver of `make setup` (Python backend; GPU-capable)
+        pool = cuda_pool_for(args.repository, args.target)
+        server = TritonServer(args.repository, ports, exit_timeout_s=args.exit_timeout,
+                              extra_args=(f"--cuda-memory-pool-byte-size=0:{pool}",) if pool else ())
     else:
         try:
             check_repository(args.repository, args.target)

@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from contract.parameters import (DetokenizeParameters, GraphParameters, GreedyParameters, ServedModel,
                                  TokenizeParameters, ValidateParameters)
+from contract.names import CHECKPOINT
 from contract.tokens import TokenIds
 from serving.repository import TARGETS, build_configs
 
@@ -38,6 +39,8 @@ def test_every_target_writes_configs_triton_parses(manifest, target, tmp_path):
     from serving.repository import write_repository
 
     (tmp_path / "export_manifest.json").write_text(json.dumps(manifest))
+    if TARGETS[target].executor == "torch":
+        (tmp_path / CHECKPOINT).mkdir(parents=True)  # what the pipeline installs for it
     written = write_repository(tmp_path, target)
     for name, path in written.items():
         config = parse(path)
@@ -45,10 +48,15 @@ def test_every_target_writes_configs_triton_parses(manifest, target, tmp_path):
         assert config.platform == "ensemble" or config.backend or config.platform == "tensorrt_plan"
     kinds = {parse(written[n]).instance_group[0].kind for n in ("t5_encoder", "t5_decoder")}
     assert kinds == ({mc.ModelInstanceGroup.KIND_CPU} if target == "cpu" else {mc.ModelInstanceGroup.KIND_GPU})
-    if target != "cpu":
-        greedy = parse(written["t5_greedy"])
-        assert greedy.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
-        assert greedy.parameters["decoder_mode"].string_value == "bls"
+    greedy = GreedyParameters.from_strings(strings(parse(written["t5_greedy"])))
+    if target == "gpu-torch":  # the checkpoint on PyTorch, the decoder inside t5_greedy, on the device
+        encoder = GraphParameters.from_strings(strings(parse(written["t5_encoder"])))
+        assert (encoder.executor, encoder.device, encoder.dtype) == ("torch", "cuda", "bfloat16")
+        assert (greedy.decoder_mode, greedy.executor, greedy.device, greedy.dtype) == \
+            ("in_process", "torch", "cuda", "bfloat16")
+        assert not greedy.cpu_only_inputs
+    elif target != "cpu":
+        assert not greedy.cpu_only_inputs and greedy.decoder_mode == "bls"
         assert parse(written["t5_encoder"]).model_warmup, "GPU graph models warm up"
     assert ("t5_decoder_init" in written) == (target == "gpu-tensorrt")
 
@@ -99,6 +107,7 @@ def test_ensemble_steps_connect(manifest, target):
 GRAPH_FILES = {  # target -> model -> the ONNX graph it serves (TensorRT: builds its engine from)
     "cpu": {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"},
     "gpu-onnxruntime": {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"},
+    "gpu-torch": {"t5_encoder": "encoder_model.onnx", "t5_decoder": "decoder_model_merged.onnx"},
     "gpu-tensorrt": {"t5_encoder": "encoder_model.onnx", "t5_decoder_init": "decoder_model.onnx",
                      "t5_decoder": "decoder_with_past_model.onnx"},
 }
@@ -136,7 +145,7 @@ def test_every_python_models_parameters_are_its_typed_contract(manifest, target)
     typed = {"t5_validate": ValidateParameters, "t5_greedy": GreedyParameters, "t5_tokenize": TokenizeParameters,
              "t5_detokenize": DetokenizeParameters, "t5_qa": ServedModel, "t5_qa_text": ServedModel}
     configs = build_configs(manifest, TARGETS[target])
-    if target == "cpu":
+    if TARGETS[target].graph_backend == "python":
         typed.update({"t5_encoder": GraphParameters, "t5_decoder": GraphParameters})
     for name, config in configs.items():
         if name not in typed:

@@ -1,6 +1,6 @@
-"""`t5_greedy` with the torch executor (`--executor torch`: the checkpoint's own decoder on
-PyTorch inside the decode loop's process, the path the GPU takes) served by a real
-tritonserver on the CPU in fp32: token-for-token `generate`'s answers for single requests,
+"""The torch executor (`--executor torch`: the checkpoint's own encoder in `t5_encoder` and its
+decoder inside `t5_greedy`'s decode loop, on PyTorch: what the gpu-torch target runs on the
+GPU) served by a real tritonserver on the CPU in fp32: token-for-token `generate`'s answers for single requests,
 mixed-length batches and concurrent requests sharing decode steps."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from client import QAClient
 from contract.names import CHECKPOINT
-from contract.parameters import GreedyParameters
+from contract.parameters import GraphParameters, GreedyParameters
 from tests.helpers import build_repository, expected_tokens, hf_generate, start_server
 from tests.inputs import parity_pairs
 
@@ -28,15 +28,20 @@ def torch_served(tmp_path_factory, checkpoint, exports, prompts):
     server.stop()
 
 
-def test_the_repository_runs_the_checkpoint_in_t5_greedy(torch_served):
+def test_the_repository_runs_the_checkpoint_in_t5_encoder_and_t5_greedy(torch_served):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
     repository, _ = torch_served
-    config = text_format.Parse((repository / "t5_greedy/config.pbtxt").read_text(), mc.ModelConfig())
-    params = GreedyParameters.from_strings({k: v.string_value for k, v in config.parameters.items()})
-    assert (params.executor, params.decoder_mode, params.checkpoint, params.device, params.dtype) == \
-        ("torch", "in_process", CHECKPOINT, "cpu", "float32")
+
+    def params(model: str, kind):
+        config = text_format.Parse((repository / model / "config.pbtxt").read_text(), mc.ModelConfig())
+        return kind.from_strings({k: v.string_value for k, v in config.parameters.items()})
+
+    for model, kind in (("t5_encoder", GraphParameters), ("t5_greedy", GreedyParameters)):
+        p = params(model, kind)
+        assert (p.executor, p.checkpoint, p.device, p.dtype) == ("torch", CHECKPOINT, "cpu", "float32"), model
+    assert params("t5_greedy", GreedyParameters).decoder_mode == "in_process"
     assert (repository / CHECKPOINT / "model.safetensors").is_file()
 
 

@@ -23,3 +23,19 @@ def test_gpu_target_without_docker_or_gpu_says_so(tmp_path):
     assert result.returncode == 1
     assert f"cannot serve TARGET=gpu-onnxruntime: {expected}" in result.stderr
     assert not list(tmp_path.iterdir()), "nothing exported or written"
+
+
+def test_gpu_torch_without_a_gpu_says_so(tmp_path):
+    """`make serve TARGET=gpu-torch` runs on the tritonserver of `make setup` (Python backend
+    only, GPU-capable), no Docker; without a GPU it stops at once, before exporting anything."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a GPU: the target would really start")
+    result = subprocess.run([sys.executable, "-m", "serving.serve", "--target", "gpu-torch", "--repository",
+                             str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "cannot serve TARGET=gpu-torch: no NVIDIA GPU visible" in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing exported or written"

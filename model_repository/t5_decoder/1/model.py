@@ -1,13 +1,13 @@
-"""Triton Python model `t5_decoder` (cpu target): one step of Optimum's merged T5 decoder
-graph on ONNX Runtime. Returns only the outputs the caller asks for, so later steps do not
+"""Triton Python model `t5_decoder` (Python-backend targets): one step of Optimum's merged T5
+decoder graph on ONNX Runtime, for direct step calls. Returns only the outputs the caller asks for, so later steps do not
 send the unchanged cross-attention keys and values back.
 
-With `lazy_session` (the cpu target, where `t5_greedy` runs this graph in its own process)
-the session opens on the first request, so the weights are not held twice."""
+With `lazy_session` (where `t5_greedy` runs the decoder in its own process) the session opens
+on the first request, so the weights are not held twice, and ONNX Runtime is imported only then
+(the GPU image has none)."""
 from __future__ import annotations
 
 from contract.parameters import GraphParameters
-from runtime.onnx_runtime import open_session, run_graph
 from runtime.triton_utils import error_response, input_array, model_file, response
 
 
@@ -20,6 +20,8 @@ class TritonPythonModel:
             self.open()
 
     def open(self) -> None:
+        from runtime.onnx_runtime import open_session, run_graph
+        self.run_graph = run_graph
         self.session = open_session(self.path, self.threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -32,7 +34,7 @@ class TritonPythonModel:
             feed = {name: input_array(request, name) for name in self.input_names}
             wanted = request.requested_output_names() or self.output_names
             try:
-                responses.append(response(**run_graph(self.session, feed, list(wanted))))
+                responses.append(response(**self.run_graph(self.session, feed, list(wanted))))
             except Exception as error:  # noqa: BLE001 - ONNX Runtime names the bad input
                 responses.append(error_response(f"decoder step failed: {error}"))
         return responses
