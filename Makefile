@@ -62,7 +62,7 @@ bench: setup  ## serving benchmark vs transformers and optimum on the demo t5-ba
 	$(PYTHON) -m serving.pipeline build --model build/models/demo-base --repository $(REPOSITORY)
 	$(PYTHON) -m bench.serving --checkpoint build/models/demo-base --repository $(REPOSITORY)
 
-gpu-check: setup  ## on a GPU machine: generate fp32/bf16 vs our loop on ORT-CUDA/TensorRT; writes docs/gpu-check.md
+gpu-check: setup  ## on a GPU machine: gpu-torch served fp32/bf16 vs generate (agreement, latency, answers/s); docs/gpu-check.md
 	$(PYTHON) -m bench.gpu_check --precision $(PRECISION)
 
 clean:  ## remove generated models, exports and configs (contract/files.py lists them; keeps .venv)

@@ -15,6 +15,7 @@ from contract.graphs import DecoderSignature
 from contract.tokens import TokenIds
 
 TRITON_YES_NO = {True: "yes", False: "no"}
+TORCH_DTYPES = ("float32", "bfloat16")  # the torch executor's precisions; no float16: T5 overflows it
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,10 @@ def generate_supported(model: T5ForConditionalGeneration) -> bool:
 
 def greedy_reference(model: T5ForConditionalGeneration, input_ids: np.ndarray, attention_mask: np.ndarray,
                      max_new_tokens: int) -> Reference:
-    """Greedy decoding of a right-padded batch, at most `max_new_tokens` per row."""
+    """Greedy decoding of a right-padded batch, at most `max_new_tokens` per row, on the model's device."""
     tokens = TokenIds.from_model_config(model.config)
-    ids, mask = torch.from_numpy(np.asarray(input_ids, np.int64)), torch.from_numpy(np.asarray(attention_mask, np.int64))
+    ids = torch.from_numpy(np.asarray(input_ids, np.int64)).to(model.device)
+    mask = torch.from_numpy(np.asarray(attention_mask, np.int64)).to(model.device)
     with torch.inference_mode():
         if generate_supported(model):
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
@@ -47,18 +48,18 @@ def greedy_reference(model: T5ForConditionalGeneration, input_ids: np.ndarray, a
             chosen, logits = out.sequences[:, 1:], torch.stack(out.logits, dim=1)
         else:
             chosen, logits = _plain_loop(model, ids, mask, max_new_tokens, tokens)
-    chosen = chosen.numpy()
+    chosen = chosen.cpu().numpy()
     ended = chosen == tokens.eos
     lengths = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, chosen.shape[1]).astype(np.int32)
     chosen = np.where(np.arange(chosen.shape[1]) < lengths[:, None], chosen, tokens.pad)
-    return Reference(chosen, lengths, logits.float().numpy())
+    return Reference(chosen, lengths, logits.float().cpu().numpy())
 
 
 def _plain_loop(model: T5ForConditionalGeneration, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
                 tokens: TokenIds) -> tuple[torch.Tensor, torch.Tensor]:
     encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
-    sequence = torch.full((len(ids), 1), tokens.decoder_start, dtype=torch.long)
-    done = torch.zeros(len(ids), dtype=torch.bool)
+    sequence = torch.full((len(ids), 1), tokens.decoder_start, dtype=torch.long, device=ids.device)
+    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     steps = []
     for _ in range(max_new_tokens):
         logits = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=sequence,

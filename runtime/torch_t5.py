@@ -18,8 +18,7 @@ import re
 from typing import Any
 
 from contract.graphs import DecoderSignature
-
-DTYPES = ("float32", "bfloat16")  # no float16: T5's activations overflow it
+from contract.parameters import TORCH_DTYPES
 PAST_NAME = re.compile(r"past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
 
 
@@ -41,8 +40,8 @@ def load_t5(kind, checkpoint: str, device: str, dtype: str, threads: int):
     """`kind.from_pretrained(checkpoint)` in `dtype` on `device`, for inference; (torch, model)."""
     import torch
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES} (T5 overflows float16), got {dtype!r}")
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {TORCH_DTYPES} (T5 overflows float16), got {dtype!r}")
     if device == "cpu":
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     return torch, kind.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).to(device).eval()

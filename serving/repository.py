@@ -52,7 +52,7 @@ from contract.limits import (DEFAULT_NEW_TOKENS, MAX_DECODER_PAST, MAX_INPUT_TOK
 from contract.names import (ATTENTION_MASK, CHECKPOINT, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES, GENERATION_OUTPUTS,
                             GREEDY, INPUT_IDS, LAST_HIDDEN_STATE, MANIFEST, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
                             OUTPUT_SCORES, QA, VALIDATE, version_file)
-from contract.parameters import GraphParameters, GreedyParameters, ModelParameters, ServedModel, ValidateParameters
+from contract.parameters import TORCH_DTYPES, GraphParameters, GreedyParameters, ModelParameters, ServedModel, ValidateParameters
 from contract.tokens import TokenIds
 from serving.text_repository import text_configs
 
@@ -315,7 +315,7 @@ def decoder_signature(graphs: dict, target: Target) -> DecoderSignature:
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
                      batching: str | None = None, max_batch_size: int | None = None,
-                     executor: str | None = None) -> dict[str, Path]:
+                     executor: str | None = None, dtype: str | None = None) -> dict[str, Path]:
     """Write `<model>/config.pbtxt` for every model of `target` and remove the configs of
     models it does not serve; return the paths written. The other arguments override the
     target's choices."""
@@ -335,7 +335,9 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
     chosen = replace(TARGETS[target], decoder_mode=decoder_mode or TARGETS[target].decoder_mode,
                      batching=batching or TARGETS[target].batching,
                      max_batch_size=max_batch_size or TARGETS[target].max_batch_size,
-                     executor=executor or TARGETS[target].executor)
+                     executor=executor or TARGETS[target].executor, dtype=dtype or TARGETS[target].dtype)
+    if chosen.dtype not in TORCH_DTYPES:
+        raise ValueError(f"unknown dtype {chosen.dtype!r} for the torch executor; choose one of {TORCH_DTYPES}")
     if chosen.executor == "torch" and chosen.decoder_mode != "in_process":
         raise ValueError("the torch executor runs the decoder inside t5_greedy: it needs decoder mode in_process")
     if chosen.executor == "torch" and not (repository / CHECKPOINT).is_dir():
@@ -377,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=EXECUTORS, default=None,
                         help="what runs the decoder inside t5_greedy (decoder mode in_process): the decoder graph "
                              "on ONNX Runtime (default) or the checkpoint's own decoder on PyTorch")
+    parser.add_argument("--dtype", choices=TORCH_DTYPES, default=None,
+                        help="the torch executor's precision (default: the target's; gpu-torch bfloat16)")
     parser.add_argument("--max-batch-size", type=int, default=None,
                         help="largest batch one request may carry (default: the target's, cpu 8, GPU 64); at most "
                              f"the target's max_active_rows, and for gpu-tensorrt at most {TENSORRT_MAX_BATCH}, the "
@@ -395,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching,
-                                     args.max_batch_size, args.executor).values():
+                                     args.max_batch_size, args.executor, args.dtype).values():
             print(path)
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
