@@ -7,6 +7,7 @@ engine or an NVIDIA GPU is missing. Not run on this project's CPU-only machines 
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -96,14 +97,24 @@ class DockerTritonServer:
         return self.process.wait(timeout_s or self.exit_timeout_s + 30)
 
 
+def engines_command(model: str, precision: str, uid: int | None = None, gid: int | None = None) -> list[str]:
+    """The `docker run` of `make engines`: as the host user (`uid:gid`, default this process's),
+    so that the engines, exports and timing cache it writes into the bind-mounted checkout are
+    the user's files, writable and removable without root, whatever user the image defaults to;
+    HOME in /tmp, which any user may write."""
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    return ["docker", "run", "--rm", "--gpus", "all", "--user", f"{uid}:{gid}", "-e", "HOME=/tmp",
+            "-v", f"{REPO_ROOT}:/workspace", "-w", "/workspace",
+            IMAGE, "python3", "-m", "export", "engines", "--model", model, "--precision", precision]
+
+
 def build_engines_in_image(model: str, precision: str) -> int:
     """`make engines`: build the TensorRT engines inside the image the server runs, so that
     the engines match its TensorRT version."""
     check_gpu_host()
     DockerTritonServer(Path("model_repository")).build()
-    return subprocess.run(["docker", "run", "--rm", "--gpus", "all", "-v", f"{REPO_ROOT}:/workspace", "-w", "/workspace",
-                           IMAGE, "python3", "-m", "export", "engines", "--model", model, "--precision", precision]
-                          ).returncode
+    return subprocess.run(engines_command(model, precision)).returncode
 
 
 def main(argv: list[str] | None = None) -> int:

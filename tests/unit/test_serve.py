@@ -39,3 +39,15 @@ def test_gpu_torch_without_a_gpu_says_so(tmp_path):
     assert result.returncode == 1
     assert "cannot serve TARGET=gpu-torch: no NVIDIA GPU visible" in result.stderr
     assert not list(tmp_path.iterdir()), "nothing exported or written"
+
+
+def test_make_engines_runs_as_the_host_user():
+    """The engine build writes into the bind-mounted checkout as the host user (not the image's
+    default user), with a writable HOME."""
+    from serving.docker import engines_command
+
+    command = engines_command("build/models/demo-base", "bf16", uid=1234, gid=5678)
+    assert command[command.index("--user") + 1] == "1234:5678"
+    assert command[command.index("-e") + 1] == "HOME=/tmp"
+    assert command[command.index("python3"):] == ["python3", "-m", "export", "engines", "--model",
+                                                  "build/models/demo-base", "--precision", "bf16"]
