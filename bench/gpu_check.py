@@ -15,8 +15,11 @@ batch 1, answers/s at batch 16 and 64). Where onnxruntime-gpu or TensorRT are in
 measures those executors in-process (`bench.gpu_executors`). Writes docs/gpu-check.md and
 docs/gpu-check.json.
 
-`--device cpu --size tiny` runs the whole script on the CPU on a tiny model (the cpu target with
-the torch executor): what `make test` checks of it (tests/server/test_gpu_check.py).
+Needs a CUDA build of PyTorch in .venv (`make setup` pins torch==2.13.0, which is CPU-only from
+this project's index; on the GPU machine: `.venv/bin/pip install torch==2.13.0 --index-url
+https://download.pytorch.org/whl/cu126`). `--device cpu --size tiny` runs the whole script on the
+CPU on a tiny model (the cpu target with the torch executor): what `make test` checks of it
+(tests/server/test_gpu_check.py).
 Not run on a GPU yet: no GPU has been available to this project.
 """
 from __future__ import annotations
@@ -208,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     from export.reference import greedy_reference
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("gpu-check: no CUDA GPU visible to PyTorch (a CPU build of torch, or no GPU); "
-              "`--device cpu --size tiny` runs the script on the CPU", file=sys.stderr)
+        print(f"gpu-check: no CUDA GPU visible to PyTorch {torch.__version__} (a CPU build of torch, or no GPU): "
+              "install a CUDA build into .venv (see --help), or run the script on the CPU with "
+              "`--device cpu --size tiny`", file=sys.stderr)
         return 2
     checkpoint = args.workdir / "models" / f"demo-{args.size}"
     if not (checkpoint / "config.json").is_file():
