@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
     from client.tokenizer import load_tokenizer
     from contract.prompt import PromptEncoder
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(torch.bfloat16)
     results["generate"].append(measure_generate(model, question, args.new_tokens, args.runs, args.device,
                                                 "generate, bfloat16"))
+    token_ids = TokenIds.from_model_config(model.config)
     del model
     for dtype in ("float32", "bfloat16"):
         system = Served(checkpoint, args.workdir, args.device, dtype, prompts.tokenizer)
@@ -246,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             system.stop()
     if args.device == "cuda":
         from bench.gpu_executors import measure
-        rows, skipped = measure(workdir_for(str(checkpoint), args.workdir / "onnx"),
-                                TokenIds.from_model_config(T5Config.from_pretrained(checkpoint)), question,
+        rows, skipped = measure(workdir_for(str(checkpoint), args.workdir / "onnx"), token_ids, question,
                                 np.repeat(question, 16, axis=0), np.array(reference[asked]), args.new_tokens,
                                 args.runs, args.precision, lambda fn, runs: timed_ms(fn, runs, "cuda"))
         results["executors"], results["skipped"] = rows, skipped

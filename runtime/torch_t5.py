@@ -1,6 +1,6 @@
 """The checkpoint's own T5 in PyTorch: the decoder as the decode loop's step (`t5_greedy`'s
-`torch` executor) and the encoder (`t5_encoder`'s). On a GPU its states and caches stay on the device from the first step to
-the last (no per-step process boundary, no host round trip; cross-attention keys and values
+`torch` executor) and the encoder (`t5_encoder`'s). On a GPU its states and caches stay on the
+device from the first step to the last (no per-step process boundary, no host round trip; cross-attention keys and values
 computed once per row); on the CPU the same code runs, which is how `make test` checks it
 against `generate` through a real tritonserver.
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from contract.graphs import DecoderSignature
 from contract.parameters import TORCH_DTYPES
+
 PAST_NAME = re.compile(r"past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
 
 
@@ -29,7 +30,8 @@ def cache_names(signature: DecoderSignature) -> list[dict[str, str]]:
     for name in signature.past_names:
         match = PAST_NAME.match(name)
         if match is None:
-            raise ValueError(f"unexpected cache input {name!r}: expected past_key_values.<layer>.<decoder|encoder>.<key|value>")
+            raise ValueError(f"unexpected cache input {name!r}: "
+                             "expected past_key_values.<layer>.<decoder|encoder>.<key|value>")
         layers.setdefault(int(match[1]), {})[f"{match[2]}.{match[3]}"] = name
     if sorted(layers) != list(range(len(layers))) or any(len(kinds) != 4 for kinds in layers.values()):
         raise ValueError(f"incomplete decoder cache inputs: {sorted(signature.past_names)}")
@@ -73,15 +75,14 @@ class TorchDecoder:
         from transformers import T5ForConditionalGeneration
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-        self.torch, model = load_t5(T5ForConditionalGeneration, checkpoint, "cpu", dtype, threads)
-        model.encoder = None  # the encoder is served by its own model: do not hold its weights twice
+        self.torch, self.model = load_t5(T5ForConditionalGeneration, checkpoint, device, dtype, threads)
+        self.model.encoder = None  # the encoder is served by its own model: do not hold its weights twice
         self.device, self.dtype = self.torch.device(device), getattr(self.torch, dtype)
-        self.model = model.to(self.device)
         self._caches = (DynamicCache, EncoderDecoderCache)
         self.layers = cache_names(signature)
-        if len(self.layers) != model.config.num_decoder_layers:
+        if len(self.layers) != self.model.config.num_decoder_layers:
             raise ValueError(f"the decoder graph has {len(self.layers)} layers, the checkpoint "
-                             f"{model.config.num_decoder_layers}: they are not the same model")
+                             f"{self.model.config.num_decoder_layers}: they are not the same model")
 
     def tensor(self, value: Any):
         """A feed value on this executor's device; floating point in its dtype."""
@@ -95,8 +96,8 @@ class TorchDecoder:
         self_cache, cross_cache = dynamic(), dynamic()
         if not first:  # the cross-attention cache marks itself computed: the states are not read
             for index, names in enumerate(self.layers):
-                self_cache.update(self.tensor(feed[names["decoder.key"]]), self.tensor(feed[names["decoder.value"]]), index)
-                cross_cache.update(self.tensor(feed[names["encoder.key"]]), self.tensor(feed[names["encoder.value"]]), index)
+                for kind, part in (("decoder", self_cache), ("encoder", cross_cache)):
+                    part.update(self.tensor(feed[names[f"{kind}.key"]]), self.tensor(feed[names[f"{kind}.value"]]), index)
         with self.torch.no_grad():  # not inference_mode: the decode batch fills holes in the cache in place
             out = self.model(encoder_outputs=(self.tensor(feed["encoder_hidden_states"]),),
                              attention_mask=self.tensor(feed["encoder_attention_mask"]),

@@ -49,10 +49,11 @@ from contract.files import generated_files
 from contract.graphs import DecoderSignature
 from contract.limits import (DEFAULT_NEW_TOKENS, MAX_DECODER_PAST, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP,
                              TENSORRT_MAX_BATCH)
-from contract.names import (ATTENTION_MASK, CHECKPOINT, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES, GENERATION_OUTPUTS,
-                            GREEDY, INPUT_IDS, LAST_HIDDEN_STATE, MANIFEST, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
+from contract.names import (ATTENTION_MASK, CHECKPOINT, DECODER, DECODER_INIT, ENCODER, ENCODER_HIDDEN_STATES,
+                            GENERATION_OUTPUTS, GREEDY, INPUT_IDS, LAST_HIDDEN_STATE, MANIFEST, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
                             OUTPUT_SCORES, QA, VALIDATE, version_file)
-from contract.parameters import TORCH_DTYPES, GraphParameters, GreedyParameters, ModelParameters, ServedModel, ValidateParameters
+from contract.parameters import (TORCH_DTYPES, GraphParameters, GreedyParameters, ModelParameters, ServedModel,
+                                 ValidateParameters)
 from contract.tokens import TokenIds
 from serving.text_repository import text_configs
 
@@ -150,10 +151,11 @@ def _graph_model(name: str, signature: dict, target: Target, batch: int, lazy: b
     config.output.extend(_graph_tensors(mc.ModelOutput, signature["outputs"], batched=batch > 0))
     config.instance_group.add(count=1, kind=target.instance_kind)
     if target.graph_backend == "python":
-        torch = target.executor == "torch" and name == ENCODER  # the decoder's runs inside t5_greedy
-        _params(config, GraphParameters(intra_op_threads=0, lazy_session=lazy, executor=target.executor if torch else "onnxruntime",
-                                        checkpoint=CHECKPOINT if torch else "", device=target.device,
-                                        dtype=target.dtype if torch else "float32"))
+        if target.executor == "torch" and name == ENCODER:  # (the torch decoder runs inside t5_greedy)
+            parameters = GraphParameters(0, lazy, "torch", CHECKPOINT, target.device, target.dtype)
+        else:
+            parameters = GraphParameters(intra_op_threads=0, lazy_session=lazy, device=target.device)
+        _params(config, parameters)
     if target.warmup:
         _warmup(config, signature, batch)
     return config

@@ -1,6 +1,6 @@
 """Triton Python model `t5_decoder` (Python-backend targets): one step of Optimum's merged T5
-decoder graph on ONNX Runtime, for direct step calls. Returns only the outputs the caller asks for, so later steps do not
-send the unchanged cross-attention keys and values back.
+decoder graph on ONNX Runtime, for direct step calls. Returns only the outputs the caller asks
+for, so later steps do not send the unchanged cross-attention keys and values back.
 
 With `lazy_session` (where `t5_greedy` runs the decoder in its own process) the session opens
 on the first request, so the weights are not held twice, and ONNX Runtime is imported only then
