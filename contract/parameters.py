@@ -108,6 +108,10 @@ class GreedyParameters(ModelParameters):
     checkpoint: str = ""  # relative to the repository root, for the torch executor
     device: str = "cpu"  # where the torch executor runs: "cpu" or "cuda"
     dtype: str = "float32"  # the torch executor's: "float32" or "bfloat16"
+    # Non-empty: t5_greedy takes token ids and runs this encoder graph (relative to the repository
+    # root) itself, planned by the same scheduler loop as the decode steps (cpu target).
+    encoder_graph: str = ""
+    max_encode_tokens: int = 0  # prompt tokens encoded per iteration while rows are decoding (0: no limit)
 
 
 @dataclass(frozen=True)

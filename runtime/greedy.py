@@ -52,6 +52,12 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     log_prob: float = 0.0
     owner: Any = None  # what the row belongs to (a request); the batch never looks at it
+    input_ids: np.ndarray | None = None  # [encoder_length]: the prompt, until `runtime.encoding` sets `states`
+
+    @property
+    def needs_encoding(self) -> int:
+        """Prompt tokens still to encode (0 once `states` is set)."""
+        return 0 if self.input_ids is None else len(self.input_ids)
 
     @property
     def score(self) -> float:

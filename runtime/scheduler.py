@@ -2,10 +2,13 @@
 (vLLM's `EngineCore.step`): schedule → execute → update.
 
 - schedule: drop the rows whose requests were cancelled, and take the waiting requests that
-  fit (`max_active_rows`); with `join_running=False` only into an empty batch (request-level
-  batching, the benchmark's baseline);
-- execute: their first step (one decoder call for all of them), then one step for every
-  running row;
+  fit (`max_active_rows`, and while rows are decoding `max_encode_tokens` of prompts still to
+  encode, so that the running rows keep their pace); with `join_running=False` only into an
+  empty batch (request-level batching, the benchmark's baseline);
+- execute: the encoder for the admitted rows that arrived as token ids (with `encode`: prompts
+  of different lengths together, `runtime.encoding`), their first step (one decoder call for
+  all of them), then one step for every running row. One thread runs encoder and decoder in
+  turn: neither waits for cores the other holds;
 - update: hand the finished rows to the responder thread, which calls `on_finished` for them,
   so that a slow response never holds up the next step.
 
@@ -29,6 +32,7 @@ from typing import Any, Callable
 
 from contract.graphs import DecoderSignature
 from contract.tokens import TokenIds
+from runtime.encoding import Encode, encode_rows
 from runtime.greedy import DecodeBatch, RunGraph, Sequence, Tensors
 
 log = logging.getLogger(__name__)
@@ -47,12 +51,14 @@ class SchedulerStats:
     row_steps: int = 0  # sum over iterations of the rows decoded in them
     graph_calls: int = 0
     graph_seconds: float = 0.0  # inside the decoder graph
-    busy_seconds: float = 0.0  # whole iterations (graph calls plus the loop's own work)
+    encoder_seconds: float = 0.0  # inside the encoder (rows that arrived as token ids)
+    encoded_tokens: int = 0  # prompt tokens encoded
+    busy_seconds: float = 0.0  # whole iterations (graph and encoder calls plus the loop's own work)
     cancelled_rows: int = 0  # rows dropped, queued or running, because their request was cancelled
 
     @property
     def overhead_seconds(self) -> float:
-        return self.busy_seconds - self.graph_seconds
+        return self.busy_seconds - self.graph_seconds - self.encoder_seconds
 
 
 class DecodeScheduler:
@@ -62,11 +68,17 @@ class DecodeScheduler:
                  on_failed: Failed, max_active_rows: int = 32, max_queued_rows: int = 256,
                  observe: Callable[[SchedulerStats], None] | None = None, join_running: bool = True,
                  arrays=None, is_cancelled: Callable[[Any], bool] | None = None,
-                 max_queue_wait_s: float | None = None):
+                 max_queue_wait_s: float | None = None, encode: Encode | None = None,
+                 max_encode_tokens: int = 0):
         """`on_finished(rows)` and `on_failed(rows, error)` run on the responder thread;
         `observe(stats)` on the scheduler thread after every iteration; `is_cancelled(owner)`
-        on the scheduler thread before every iteration."""
+        on the scheduler thread before every iteration. `encode` runs the encoder for rows
+        submitted as token ids (`Sequence.input_ids`); `max_encode_tokens` (0: no limit) bounds
+        the prompt tokens admitted per iteration while rows are decoding (at least one request
+        is admitted)."""
         self.join_running = join_running
+        self._encode, self.max_encode_tokens = encode, max_encode_tokens
+        self._pad_id = tokens.pad
         self.max_active_rows = max_active_rows
         self.max_queued_rows = max_queued_rows
         self.max_queue_wait_s = max_queue_wait_s
@@ -96,6 +108,8 @@ class DecodeScheduler:
         """Queue one request's rows; they join the running batch at the next step."""
         if len(rows) > self.max_active_rows:
             raise ValueError(f"{len(rows)} rows exceed the {self.max_active_rows} decoded at once")
+        if self._encode is None and any(row.needs_encoding for row in rows):
+            raise ValueError("rows hold token ids but this scheduler has no encoder")
         with self._wake:
             if self._stopping:
                 raise QueueFull("the decoder is shutting down")
@@ -165,7 +179,12 @@ class DecodeScheduler:
             admitted: list[Sequence] = []
             if len(self._batch) and not self.join_running:
                 return admitted
+            budget = self.max_encode_tokens if len(self._batch) and self.max_encode_tokens else float("inf")
             while self._queue and len(self._batch) + len(admitted) + len(self._queue[0]) <= self.max_active_rows:
+                prompt_tokens = sum(row.needs_encoding for row in self._queue[0])
+                if admitted and prompt_tokens > budget:
+                    break
+                budget -= prompt_tokens
                 rows = self._queue.popleft()
                 self._queued_rows -= len(rows)
                 admitted.extend(rows)
@@ -195,6 +214,7 @@ class DecodeScheduler:
     def _loop(self) -> None:
         while (admitted := self._schedule()) is not None:
             start = time.perf_counter()
+            admitted = self._encoded(admitted)
             try:
                 finished = self._batch.admit(admitted)  # execute
                 self.stats.row_steps += len(self._batch)
@@ -215,6 +235,20 @@ class DecodeScheduler:
                     self._observe(self.stats)
                 except Exception:  # noqa: BLE001 - statistics must never stop decoding
                     log.exception("scheduler observer failed")
+
+    def _encoded(self, rows: list[Sequence]) -> list[Sequence]:
+        """`rows` with their encoder states; if the encoder fails, they fail (the running rows go on)."""
+        if not any(row.needs_encoding for row in rows):
+            return rows
+        start = time.perf_counter()
+        try:
+            self.stats.encoded_tokens += encode_rows(self._encode, rows, self._pad_id)
+        except Exception as error:  # noqa: BLE001 - reported to the requests of these rows
+            self._outbox.put((rows, error))
+            return []
+        finally:
+            self.stats.encoder_seconds += time.perf_counter() - start
+        return rows
 
     def _respond(self) -> None:
         while (item := self._outbox.get()) is not None:

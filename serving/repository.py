@@ -22,6 +22,15 @@ inputs on the device
 (`FORCE_CPU_ONLY_INPUT_TENSORS: "no"`). The same `t5_qa` ensemble and `t5_greedy` loop serve
 every target.
 
+Where the encoder runs (`--encoder-mode`):
+  in_process  cpu default: `t5_qa` sends the validated token ids straight to `t5_greedy`, whose
+              scheduler runs the encoder graph between decode steps (prompts of different
+              lengths batched together, a budget of prompt tokens per step while rows decode):
+              one loop owns the cores, instead of an encoder process and the decode loop
+              competing for them. `t5_encoder` stays served for direct calls and opens its
+              session on first use, so the weights are not held twice.
+  served      `t5_encoder` is a step of the ensemble, dynamically batched by Triton (GPU targets).
+
 How `t5_greedy` reaches the decoder (`--decoder-mode`; in-process with `--executor`
 onnxruntime, the decoder graph, or torch, the checkpoint's own decoder on PyTorch, which
 `python -m serving.pipeline build --executor torch` installs):
@@ -58,6 +67,7 @@ from contract.tokens import TokenIds
 from serving.text_repository import text_configs
 
 DECODER_MODES = ("in_process", "bls")
+ENCODER_MODES = ("in_process", "served")  # the encoder run by t5_greedy's loop, or a model of the ensemble
 EXECUTORS = ("onnxruntime", "torch")  # what runs the decoder in t5_greedy's process (in_process)
 ONNX_TO_TRITON = {"FLOAT": mc.TYPE_FP32, "FLOAT16": mc.TYPE_FP16, "BFLOAT16": mc.TYPE_BF16,
                   "INT64": mc.TYPE_INT64, "INT32": mc.TYPE_INT32, "BOOL": mc.TYPE_BOOL}
@@ -81,6 +91,8 @@ class Target:
     batching: str = "iteration"  # "request": admit only into an empty batch (benchmark baseline)
     executor: str = "onnxruntime"  # in_process: the decoder graph on ONNX Runtime, or the checkpoint on PyTorch
     dtype: str = "float32"  # the torch executor's
+    encoder_mode: str = "served"  # "in_process": t5_greedy's scheduler runs the encoder graph (ONNX Runtime)
+    max_encode_tokens: int = 0  # in_process encoder: prompt tokens encoded per step while rows decode (0: no limit)
 
     @property
     def on_gpu(self) -> bool:
@@ -100,8 +112,9 @@ class Target:
 
 CPU, GPU = mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU
 TARGETS = {
+    # ~2.5 SQuAD prompts per step while rows decode: on 2 cores ~0.2 s of encoder work, a few steps' time.
     "cpu": Target("cpu", "python", CPU, "in_process", max_batch_size=8, max_active_rows=32, max_queued_rows=256,
-                  max_queue_wait_s=30.0),
+                  max_queue_wait_s=30.0, encoder_mode="in_process", max_encode_tokens=512),
     "gpu-onnxruntime": Target("gpu-onnxruntime", "onnxruntime", GPU, "bls", max_batch_size=64, max_active_rows=128,
                               max_queued_rows=1024, max_queue_wait_s=5.0, warmup=True),
     # Rows per decode step capped at the engines' largest profile batch.
@@ -205,7 +218,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     configs: dict[str, mc.ModelConfig] = {}
     tokens = TokenIds.from_dict(manifest["token_ids"])
 
-    encoder = _graph_model(ENCODER, encoder_sig, target, batch)
+    fused = target.encoder_mode == "in_process"
+    encoder = _graph_model(ENCODER, encoder_sig, target, batch, lazy=fused)
     encoder.dynamic_batching.max_queue_delay_microseconds = 0  # batch only what already waits
     _bound_queue(encoder, batch)
     encoder.instance_group[0].count = target.encoder_instances
@@ -231,7 +245,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     configs[DECODER] = _graph_model(DECODER, decoder_sig, target, 0, lazy=target.decoder_mode == "in_process")
     greedy = mc.ModelConfig(name=GREEDY, backend="python", max_batch_size=batch)
     greedy.input.extend([
-        _tensor(mc.ModelInput, ENCODER_HIDDEN_STATES, mc.TYPE_FP32, hidden_dims),
+        _tensor(mc.ModelInput, INPUT_IDS, mc.TYPE_INT64, [-1]) if fused
+        else _tensor(mc.ModelInput, ENCODER_HIDDEN_STATES, mc.TYPE_FP32, hidden_dims),
         _tensor(mc.ModelInput, ATTENTION_MASK, mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelInput, MAX_NEW_TOKENS, mc.TYPE_INT32, [1], optional=True),
     ])
@@ -246,7 +261,8 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         max_queue_wait_s=target.max_queue_wait_s, batching=target.batching,
         signature=decoder_signature(graphs, target), tokens=tokens, cpu_only_inputs=not target.on_gpu,
         executor=target.executor, checkpoint=CHECKPOINT if target.executor == "torch" else "",
-        device=target.device, dtype=target.dtype))
+        device=target.device, dtype=target.dtype, encoder_graph=version_file(ENCODER) if fused else "",
+        max_encode_tokens=target.max_encode_tokens))
     configs[GREEDY] = greedy
 
     qa = mc.ModelConfig(name=QA, platform="ensemble", max_batch_size=batch)
@@ -260,12 +276,13 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     qa.ensemble_scheduling.step.add(
         model_name=VALIDATE, model_version=-1, input_map={INPUT_IDS: INPUT_IDS, ATTENTION_MASK: ATTENTION_MASK},
         output_map={ids: ids, mask: mask})
+    if not fused:
+        qa.ensemble_scheduling.step.add(
+            model_name=ENCODER, model_version=-1, input_map={INPUT_IDS: ids, ATTENTION_MASK: mask},
+            output_map={LAST_HIDDEN_STATE: ENCODER_HIDDEN_STATES})
+    prompt = {INPUT_IDS: ids} if fused else {ENCODER_HIDDEN_STATES: ENCODER_HIDDEN_STATES}
     qa.ensemble_scheduling.step.add(
-        model_name=ENCODER, model_version=-1, input_map={INPUT_IDS: ids, ATTENTION_MASK: mask},
-        output_map={LAST_HIDDEN_STATE: ENCODER_HIDDEN_STATES})
-    qa.ensemble_scheduling.step.add(
-        model_name=GREEDY, model_version=-1,
-        input_map={ENCODER_HIDDEN_STATES: ENCODER_HIDDEN_STATES, ATTENTION_MASK: mask, MAX_NEW_TOKENS: MAX_NEW_TOKENS},
+        model_name=GREEDY, model_version=-1, input_map={**prompt, ATTENTION_MASK: mask, MAX_NEW_TOKENS: MAX_NEW_TOKENS},
         output_map={name: name for name in GENERATION_OUTPUTS})
     _params(qa, ServedModel(
         model_source=manifest["model"], demo_model=bool(manifest["demo"]), target=target.name,
@@ -317,7 +334,8 @@ def decoder_signature(graphs: dict, target: Target) -> DecoderSignature:
 
 def write_repository(repository: Path, target: str, decoder_mode: str | None = None,
                      batching: str | None = None, max_batch_size: int | None = None,
-                     executor: str | None = None, dtype: str | None = None) -> dict[str, Path]:
+                     executor: str | None = None, dtype: str | None = None,
+                     encoder_mode: str | None = None) -> dict[str, Path]:
     """Write `<model>/config.pbtxt` for every model of `target` and remove the configs of
     models it does not serve; return the paths written. The other arguments override the
     target's choices."""
@@ -338,6 +356,14 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
                      batching=batching or TARGETS[target].batching,
                      max_batch_size=max_batch_size or TARGETS[target].max_batch_size,
                      executor=executor or TARGETS[target].executor, dtype=dtype or TARGETS[target].dtype)
+    if encoder_mode not in (None, *ENCODER_MODES):
+        raise ValueError(f"unknown encoder mode {encoder_mode!r}; choose one of {ENCODER_MODES}")
+    # The torch executor's encoder is the t5_encoder model (the checkpoint on PyTorch).
+    chosen = replace(chosen, encoder_mode=encoder_mode or ("served" if chosen.executor == "torch"
+                                                           else TARGETS[target].encoder_mode))
+    if chosen.encoder_mode == "in_process" and (chosen.executor != "onnxruntime" or chosen.on_gpu):
+        raise ValueError("encoder mode in_process runs the encoder graph on ONNX Runtime inside t5_greedy: "
+                         "CPU targets with the onnxruntime executor only")
     if chosen.dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown dtype {chosen.dtype!r} for the torch executor; choose one of {TORCH_DTYPES}")
     if chosen.executor == "torch" and chosen.decoder_mode != "in_process":
@@ -378,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", choices=("iteration", "request"), default=None,
                         help="t5_greedy admits new requests at every step (iteration, default) or only into an "
                              "empty batch (request: the baseline of the benchmark)")
+    parser.add_argument("--encoder-mode", choices=ENCODER_MODES, default=None,
+                        help="who runs the encoder (default: the target's; cpu in_process, t5_greedy's loop)")
     parser.add_argument("--executor", choices=EXECUTORS, default=None,
                         help="what runs the decoder inside t5_greedy (decoder mode in_process): the decoder graph "
                              "on ONNX Runtime (default) or the checkpoint's own decoder on PyTorch")
@@ -401,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         for path in write_repository(args.repository, args.target, args.decoder_mode, args.batching,
-                                     args.max_batch_size, args.executor, args.dtype).values():
+                                     args.max_batch_size, args.executor, args.dtype,
+                                     args.encoder_mode).values():
             print(path)
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)

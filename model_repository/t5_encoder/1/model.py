@@ -1,7 +1,9 @@
 """Triton Python model `t5_encoder` (cpu and gpu-torch targets), after `t5_validate` has
 checked the token ids: the T5 encoder graph on ONNX Runtime, or with the torch executor the
 checkpoint's encoder on PyTorch, whose output stays on its device (handed to `t5_greedy`
-through DLPack on a GPU). Requests of the same length that wait together run as one batch."""
+through DLPack on a GPU). Requests of the same length that wait together run as one batch.
+With `lazy_session` (cpu target, where `t5_greedy` runs the encoder graph itself) the graph
+opens on the first request, so the weights are not held twice."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,11 +22,19 @@ class TritonPythonModel:
             self.encode = TorchEncoder(repository_file(args, p.checkpoint), p.device, p.dtype, p.intra_op_threads)
             self.on_device = p.device != "cpu"
         else:
-            from runtime.onnx_runtime import open_session, run_graph  # not in the GPU image
-            session = open_session(model_file(args), p.intra_op_threads)
-            self.encode = lambda ids, mask: run_graph(session, {INPUT_IDS: ids, ATTENTION_MASK: mask},  # noqa: E731
-                                                      [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
-            self.on_device = False
+            self.path, self.threads, self.on_device = model_file(args), p.intra_op_threads, False
+            self.encode = self.open_and_encode if p.lazy_session else self.open()
+
+    def open(self):
+        """The encoder graph on ONNX Runtime, as an `encode(ids, mask)` function."""
+        from runtime.onnx_runtime import open_session, run_graph  # not in the GPU image
+        session = open_session(self.path, self.threads)
+        return lambda ids, mask: run_graph(session, {INPUT_IDS: ids, ATTENTION_MASK: mask},
+                                           [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
+
+    def open_and_encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.encode = self.open()
+        return self.encode(ids, mask)
 
     def output(self, states) -> "pb_utils.InferenceResponse":
         """A response holding `states`: device tensors through DLPack, host ones as NumPy."""

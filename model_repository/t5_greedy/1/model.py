@@ -1,8 +1,9 @@
 """Triton Python model `t5_greedy`: the greedy decode loop, batched at the level of steps.
 
-Takes the encoder's hidden states and hands each request's rows to a scheduler thread
-(`runtime.scheduler`) that decodes all running rows together, one decoder call per step with
-the key/value cache of the earlier steps. New requests join the running batch at the next step;
+Takes the encoder's hidden states, or on the cpu target (`encoder_graph` set) the validated
+token ids, which the scheduler encodes itself between decode steps, and hands each request's
+rows to a scheduler thread (`runtime.scheduler`) that decodes all running rows together, one
+decoder call per step with the key/value cache of the earlier steps. New requests join the running batch at the next step;
 each row leaves as soon as it emits `</s>` or reaches its `max_new_tokens`, and each request is
 answered as soon as its rows are done (`execute` returns None; responses go out through the
 request's response sender, from the scheduler's responder thread).
@@ -30,8 +31,8 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, MAX_NEW_TOKENS, OUTPUT_IDS, OUTPUT_LENGTHS,
-                            OUTPUT_SCORES)
+from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, MAX_NEW_TOKENS,
+                            OUTPUT_IDS, OUTPUT_LENGTHS, OUTPUT_SCORES)
 from contract.parameters import GreedyParameters
 from runtime.arrays import NumpyArrays, TorchArrays
 from runtime.greedy import Sequence, Tensors, collect, split_feed
@@ -91,7 +92,9 @@ class SchedulerMetrics:
     NAMES = {"iterations": "decode iterations (one step for all running rows)",
              "row_steps": "rows decoded, summed over iterations (/ iterations = mean batch)",
              "graph_seconds": "seconds inside the decoder graph",
-             "busy_seconds": "seconds of whole iterations; minus graph seconds = orchestration overhead",
+             "encoder_seconds": "seconds inside the encoder (cpu target: run by the same loop)",
+             "encoded_tokens": "prompt tokens encoded by the loop",
+             "busy_seconds": "seconds of whole iterations; minus graph and encoder seconds = orchestration overhead",
              "cancelled_rows": "rows dropped from the queue or the batch because their request was cancelled"}
 
     def __init__(self) -> None:
@@ -133,7 +136,12 @@ class TritonPythonModel:
         self.on_device = not p.cpu_only_inputs
         self.torch_executor = p.decoder_mode == "in_process" and p.executor == "torch"
         self.arrays = TorchArrays() if self.on_device or self.torch_executor else NumpyArrays()
-        run = self.run_decoder_bls
+        run, encode = self.run_decoder_bls, None
+        if p.encoder_graph:
+            from runtime.onnx_runtime import open_session, run_graph
+            encoder = open_session(repository_file(args, p.encoder_graph), p.intra_op_threads)
+            encode = lambda ids, mask: run_graph(encoder, {INPUT_IDS: ids, ATTENTION_MASK: mask},  # noqa: E731
+                                                 [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
         if self.torch_executor:
             from runtime.torch_t5 import TorchDecoder
             run = TorchDecoder(repository_file(args, p.checkpoint), p.signature, p.device, p.dtype, p.intra_op_threads)
@@ -145,7 +153,8 @@ class TritonPythonModel:
         self.scheduler = DecodeScheduler(
             run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
             join_running=p.batching == "iteration", arrays=self.arrays,
-            is_cancelled=PendingResponse.cancelled, max_queue_wait_s=p.max_queue_wait_s).start()
+            is_cancelled=PendingResponse.cancelled, max_queue_wait_s=p.max_queue_wait_s, encode=encode,
+            max_encode_tokens=p.max_encode_tokens).start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
         model = self.params.decoder_model
@@ -202,19 +211,23 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> None:
         for request in requests:
-            states = self.owned_states(request)
+            # The prompt (encoded by the scheduler) or the encoder's states, as this model's own copy.
+            ids = np.array(input_array(request, INPUT_IDS)) if self.params.encoder_graph else None
+            states = self.owned_states(request) if ids is None else None
+            source = (ENCODER_HIDDEN_STATES, states) if ids is None else (INPUT_IDS, ids)
             mask = self.host(request, ATTENTION_MASK)
             try:
-                if tuple(mask.shape) != tuple(states.shape[:2]):
+                if tuple(mask.shape) != tuple(source[1].shape[:2]):
                     raise InvalidRequest(f"attention_mask shape {list(mask.shape)} does not match "
-                                         f"encoder_hidden_states shape {list(states.shape)}")
-                limits = self.limits(request, len(states))
+                                         f"{source[0]} shape {list(source[1].shape)}")
+                limits = self.limits(request, len(mask))
             except InvalidRequest as error:
                 request.get_response_sender().send(error_response(str(error)), flags=FINAL)
                 continue
             pending = PendingResponse(request, [], self.params.tokens.pad)
-            pending.rows = [Sequence(states[i], mask[i].astype(np.int64), int(limits[i]), owner=pending)
-                            for i in range(len(states))]
+            pending.rows = [Sequence(None if states is None else states[i], mask[i].astype(np.int64), int(limits[i]),
+                                     owner=pending, input_ids=None if ids is None else ids[i])
+                            for i in range(len(mask))]
             pending.remaining = len(pending.rows)
             try:
                 self.scheduler.submit(pending.rows)

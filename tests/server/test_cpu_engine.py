@@ -1,0 +1,132 @@
+"""The cpu target's single loop: the scheduler encodes prompts that arrive as token ids between
+decode steps. Prompts of different lengths share one encoder call and still get `generate`'s
+tokens; while rows decode, the prompt tokens admitted per step stay within the budget; a failing
+encoder call fails only its own requests; through Triton the encoder model is not called at all."""
+from __future__ import annotations
+
+import re
+import threading
+import urllib.request
+
+import numpy as np
+
+from runtime.greedy import Sequence
+from runtime.scheduler import DecodeScheduler
+from tests.helpers import hf_generate, metric
+from tests.inputs import parity_pairs
+from tests.server.test_scheduler import Owner, failed, finished, runtime, wait_for  # noqa: F401 - fixture
+
+PAIRS = parity_pairs()
+
+
+class CountingEncoder:
+    """The real encoder graph, remembering each call's rows and real lengths."""
+
+    def __init__(self, runtime, fail_first: bool = False) -> None:
+        self.runtime, self.fail_first = runtime, fail_first
+        self.calls: list[list[int]] = []
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.calls.append(mask.sum(axis=1).tolist())
+        if self.fail_first and len(self.calls) == 1:
+            raise RuntimeError("injected encoder failure")
+        return self.runtime.encode(ids, mask)
+
+
+def prompt_row(prompts, pair, limit: int) -> tuple[Sequence, Owner, np.ndarray]:
+    ids = np.array([prompts.encode(*pair)], dtype=np.int64)
+    owner = Owner()
+    return Sequence(None, np.ones(ids.shape[1], np.int64), limit, owner=owner, input_ids=ids[0]), owner, ids
+
+
+def engine(runtime, tokens, encoder, run=None, **options) -> DecodeScheduler:
+    return DecodeScheduler(run or runtime.run_decoder, runtime.signature, tokens, finished, failed,
+                           is_cancelled=lambda owner: owner.cancelled, encode=encoder, **options)
+
+
+def assert_like_generate(hf_model, entries) -> None:
+    for row, owner, ids, limit in entries:
+        assert owner.done.wait(60) and owner.error is None, owner.error
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), limit)[0]
+        assert row.tokens == reference[: len(row.tokens)].tolist()
+        assert not reference[len(row.tokens):].any()
+
+
+def test_prompts_of_different_lengths_share_an_encoder_call_and_match_generate(runtime, prompts, hf_model, tokens):
+    encoder = CountingEncoder(runtime)
+    scheduler = engine(runtime, tokens, encoder, max_active_rows=16)
+    limits = [64, 7, 32, 1, 16, 64]
+    entries = [(*prompt_row(prompts, PAIRS[i * 9], limit), limit) for i, limit in enumerate(limits)]
+    for row, _, _, _ in entries:  # all waiting before the loop starts: one admission
+        scheduler.submit([row])
+    scheduler.start()
+    try:
+        assert_like_generate(hf_model, entries)
+    finally:
+        scheduler.stop()
+    lengths = sorted(ids.shape[1] for _, _, ids, _ in entries)
+    assert sorted(n for call in encoder.calls for n in call) == lengths, "every prompt encoded once"
+    assert len(encoder.calls) < len(entries) and any(len(set(call)) > 1 for call in encoder.calls), \
+        f"prompts of different lengths batched together: {encoder.calls} (lengths {lengths})"
+    assert scheduler.stats.encoded_tokens == sum(lengths) and scheduler.stats.encoder_seconds > 0
+
+
+def test_prompts_joining_running_rows_stay_within_the_budget(runtime, prompts, hf_model, tokens):
+    """Three requests wait while a step runs; with a budget of one prompt token per step each
+    joins at its own step (one encoder call each), and all answers equal `generate`'s."""
+    encoder = CountingEncoder(runtime)
+    stepping, release = threading.Event(), threading.Event()
+
+    def held_step(feed, outputs):
+        if feed["use_cache_branch"][0]:  # a later step of the running row: hold it once
+            stepping.set()
+            release.wait(30)
+        return runtime.run_decoder(feed, outputs)
+
+    scheduler = engine(runtime, tokens, encoder, run=held_step, max_active_rows=16, max_encode_tokens=1).start()
+    try:
+        first = (*prompt_row(prompts, PAIRS[1], 64), 64)
+        scheduler.submit([first[0]])
+        assert stepping.wait(30)
+        joiners = [(*prompt_row(prompts, PAIRS[i], 24), 24) for i in (11, 21, 31)]
+        for row, _, _, _ in joiners:
+            scheduler.submit([row])
+        release.set()
+        assert_like_generate(hf_model, [first, *joiners])
+    finally:
+        release.set()
+        scheduler.stop()
+    assert [len(call) for call in encoder.calls] == [1, 1, 1, 1], encoder.calls
+
+
+def test_a_failing_encoder_call_fails_only_its_requests(runtime, prompts, hf_model, tokens):
+    encoder = CountingEncoder(runtime, fail_first=True)
+    scheduler = engine(runtime, tokens, encoder).start()
+    try:
+        lost = prompt_row(prompts, PAIRS[2], 8)
+        scheduler.submit([lost[0]])
+        assert lost[1].done.wait(30) and "injected encoder failure" in lost[1].error
+        after = (*prompt_row(prompts, PAIRS[3], 16), 16)
+        scheduler.submit([after[0]])
+        assert_like_generate(hf_model, [after])
+    finally:
+        scheduler.stop()
+
+
+def inference_count(server, model: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5).read().decode()
+    found = re.search(rf'^nv_inference_count{{model="{model}",version="1"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_served_cpu_target_encodes_inside_the_decode_loop(server, client, prompts, hf_model):
+    before = metric(server, "t5_greedy_encoded_tokens_total")
+    lengths = []
+    for index in (4, 14, 24):
+        ids = np.array([prompts.encode(*PAIRS[index])])
+        ours, found, _ = client.generate(ids, np.ones_like(ids), 12)
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), 12)[0]
+        np.testing.assert_array_equal(ours[0, : found[0, 0]], reference[: found[0, 0]])
+        lengths.append(ids.shape[1])
+    assert metric(server, "t5_greedy_encoded_tokens_total") - before == sum(lengths)
+    assert inference_count(server, "t5_encoder") == 0, "the ensemble bypasses t5_encoder on the cpu target"
