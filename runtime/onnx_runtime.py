@@ -1,5 +1,6 @@
 """ONNX Runtime sessions for the T5 graphs, shared by the CPU-target Python models and the
-exporter's validation, so both run the graphs with the same settings."""
+exporter's validation, so both run the graphs with the same settings; and the one copy of the
+token embedding that the encoder and decoder graphs of one process can share (`shared_embedding`)."""
 from __future__ import annotations
 
 import os
@@ -11,9 +12,13 @@ from contract.graphs import DecoderSignature
 from runtime.greedy import Tensors
 
 
-def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with full graph optimisation; 0 threads means one per available core."""
+def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1,
+                 initializers: dict[str, ort.OrtValue] | None = None) -> ort.InferenceSession:
+    """A CPU session with full graph optimisation; 0 threads means one per available core.
+    `initializers` replace the graph's own by name, without a copy (the caller keeps them alive)."""
     options = ort.SessionOptions()
+    for name, value in (initializers or {}).items():
+        options.add_initializer(name, value)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads or len(os.sched_getaffinity(0))
     options.inter_op_num_threads = inter_op_threads
@@ -25,6 +30,46 @@ def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
     # (soak: greedy stub 1 -> 7 GB in 10 min). Plain allocations return memory instead.
     options.enable_cpu_mem_arena = False
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def shared_embedding(encoder_path: str, decoder_path: str) -> tuple[str, str, ort.OrtValue] | None:
+    """T5's encoder and decoder embed tokens with the same matrix, but each exported graph holds
+    its own copy (99 MB for t5-base). Returns the name of the embedding (the matrix a Gather reads)
+    in each graph and one OrtValue holding it, to pass to both sessions as `initializers`; None if
+    the graphs' embeddings differ (a checkpoint that does not share them). Reading the graphs
+    takes ~2 s for t5-base; the memory is given back before the sessions open."""
+    import ctypes
+    import gc
+
+    import onnx
+    from onnx import numpy_helper
+
+    def embedding(path: str) -> tuple[str, np.ndarray]:
+        graph = onnx.load(path).graph
+        gathered = {node.input[0] for node in _nodes(graph) if node.op_type == "Gather"}
+        # the largest matrix a Gather reads (the others are the relative attention biases)
+        found = max((i for i in graph.initializer if i.name in gathered and len(i.dims) == 2),
+                    key=lambda i: i.dims[0] * i.dims[1], default=None)
+        return (found.name, numpy_helper.to_array(found).copy()) if found is not None else ("", np.zeros(0))
+
+    (encoder_name, matrix), (decoder_name, other) = embedding(encoder_path), embedding(decoder_path)
+    same = bool(encoder_name and decoder_name) and matrix.shape == other.shape and np.array_equal(matrix, other)
+    del other
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the parsed graphs' memory back to the system
+    except OSError:
+        pass
+    return (encoder_name, decoder_name, ort.OrtValue.ortvalue_from_numpy(matrix)) if same else None
+
+
+def _nodes(graph):
+    """Every node of `graph` and of its subgraphs (the merged decoder's If branches)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.g.node:
+                yield from _nodes(attribute.g)
 
 
 def input_shapes(session: ort.InferenceSession) -> dict[str, list]:
@@ -39,11 +84,17 @@ def run_graph(session: ort.InferenceSession, feed: Tensors, outputs: list[str]) 
 
 
 class OrtSeq2Seq:
-    """Encoder and merged decoder run in-process: the reference path of the ONNX export."""
+    """Encoder and merged decoder run in-process: the reference path of the ONNX export, and the
+    cpu target's `t5_greedy` (`share_embedding`: one copy of the token embedding for both)."""
 
-    def __init__(self, encoder_path: str, decoder_path: str, intra_op_threads: int = 0):
-        self.encoder = open_session(encoder_path, intra_op_threads)
-        self.decoder = open_session(decoder_path, intra_op_threads)
+    def __init__(self, encoder_path: str, decoder_path: str, intra_op_threads: int = 0,
+                 share_embedding: bool = False):
+        self.embedding = shared_embedding(encoder_path, decoder_path) if share_embedding else None  # kept alive
+        encoder_name, decoder_name, matrix = self.embedding or ("", "", None)
+        self.encoder = open_session(encoder_path, intra_op_threads,
+                                    initializers={encoder_name: matrix} if matrix is not None else None)
+        self.decoder = open_session(decoder_path, intra_op_threads,
+                                    initializers={decoder_name: matrix} if matrix is not None else None)
         self.signature = DecoderSignature.from_inputs(input_shapes(self.decoder))
 
     def run_decoder(self, feed: Tensors, outputs: list[str]) -> Tensors:

@@ -1,7 +1,8 @@
 """The cpu target's single loop: the scheduler encodes prompts that arrive as token ids between
 decode steps. Prompts of different lengths share one encoder call and still get `generate`'s
 tokens; while rows decode, the prompt tokens admitted per step stay within the budget; a failing
-encoder call fails only its own requests; through Triton the encoder model is not called at all."""
+encoder call fails only its own requests; through Triton the encoder model is not called at all;
+encoder and decoder graphs share one copy of the token embedding."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,8 @@ import urllib.request
 
 import numpy as np
 
-from runtime.greedy import Sequence
+from runtime.greedy import Sequence, greedy_generate
+from runtime.onnx_runtime import OrtSeq2Seq, shared_embedding
 from runtime.scheduler import DecodeScheduler
 from tests.helpers import hf_generate, metric
 from tests.inputs import parity_pairs
@@ -130,3 +132,24 @@ def test_the_served_cpu_target_encodes_inside_the_decode_loop(server, client, pr
         lengths.append(ids.shape[1])
     assert metric(server, "t5_greedy_encoded_tokens_total") - before == sum(lengths)
     assert inference_count(server, "t5_encoder") == 0, "the ensemble bypasses t5_encoder on the cpu target"
+
+
+def test_encoder_and_decoder_share_one_embedding(repository, prompts, tokens):
+    """t5_greedy on cpu holds the token embedding once for both graphs, and answers the same."""
+    encoder, decoder = (str(repository / f"{model}/1/model.onnx") for model in ("t5_encoder", "t5_decoder"))
+    found = shared_embedding(encoder, decoder)
+    assert found is not None, "the T5 graphs embed tokens with the same matrix"
+    _, _, matrix = found
+    assert matrix.shape() == [tokens.vocab_size, runtime_of(repository).signature.d_model]
+    plain, sharing = runtime_of(repository), OrtSeq2Seq(encoder, decoder, share_embedding=True)
+    ids = np.array([prompts.encode(*PAIRS[5]), prompts.encode(*PAIRS[5])[::-1]])
+    mask = np.ones_like(ids)
+    np.testing.assert_array_equal(plain.encode(ids, mask), sharing.encode(ids, mask))
+    limits = np.array([32, 32])
+    ours = greedy_generate(sharing.run_decoder, sharing.signature, tokens, sharing.encode(ids, mask), mask, limits)
+    reference = greedy_generate(plain.run_decoder, plain.signature, tokens, plain.encode(ids, mask), mask, limits)
+    np.testing.assert_array_equal(ours.tokens, reference.tokens)
+
+
+def runtime_of(repository) -> OrtSeq2Seq:
+    return OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))

@@ -137,18 +137,23 @@ class TritonPythonModel:
         self.torch_executor = p.decoder_mode == "in_process" and p.executor == "torch"
         self.arrays = TorchArrays() if self.on_device or self.torch_executor else NumpyArrays()
         run, encode = self.run_decoder_bls, None
-        if p.encoder_graph:
+        if self.torch_executor:
+            from runtime.torch_t5 import TorchDecoder
+            run = TorchDecoder(repository_file(args, p.checkpoint), p.signature, p.device, p.dtype, p.intra_op_threads)
+        elif p.decoder_mode == "in_process" and p.encoder_graph:  # cpu: both graphs here, one embedding
+            from runtime.onnx_runtime import OrtSeq2Seq  # not in the GPU image
+            self.graphs = OrtSeq2Seq(repository_file(args, p.encoder_graph), repository_file(args, p.decoder_graph),
+                                     p.intra_op_threads, share_embedding=True)
+            run, encode = self.graphs.run_decoder, self.graphs.encode
+        elif p.decoder_mode == "in_process":
+            from runtime.onnx_runtime import open_session, run_graph
+            session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
+            run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
+        if p.encoder_graph and encode is None:  # the decoder through BLS, the encoder here
             from runtime.onnx_runtime import open_session, run_graph
             encoder = open_session(repository_file(args, p.encoder_graph), p.intra_op_threads)
             encode = lambda ids, mask: run_graph(encoder, {INPUT_IDS: ids, ATTENTION_MASK: mask},  # noqa: E731
                                                  [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
-        if self.torch_executor:
-            from runtime.torch_t5 import TorchDecoder
-            run = TorchDecoder(repository_file(args, p.checkpoint), p.signature, p.device, p.dtype, p.intra_op_threads)
-        elif p.decoder_mode == "in_process":
-            from runtime.onnx_runtime import open_session, run_graph  # not in the GPU image
-            session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
-            run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         self.metrics = SchedulerMetrics()
         self.scheduler = DecodeScheduler(
             run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
