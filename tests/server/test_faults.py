@@ -180,7 +180,7 @@ def run_supervisor(supervisor: Supervisor, seconds: float) -> tuple[threading.Th
     return thread, stop
 
 
-@pytest.mark.parametrize("model", ["t5_greedy", "t5_encoder"])
+@pytest.mark.parametrize("model", ["t5_greedy", "t5_validate"])
 def test_killed_stub_under_load_is_recovered_by_the_supervisor(model, own_server, prompts, pairs, references):
     server = own_server()
     grpc_url, http_url = f"127.0.0.1:{server.ports.grpc}", f"127.0.0.1:{server.ports.http}"
