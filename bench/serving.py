@@ -1,20 +1,30 @@
 """`make bench`: the serving benchmark, every system measured in one run on the same inputs.
 
-Systems: (a) a one-request-at-a-time `transformers` server, (b) the same around Optimum's
-`ORTModelForSeq2SeqLM`, (c) this project's `t5_qa` over gRPC with iteration-level batching,
-and (c') the same server with request-level batching (new requests wait for an empty batch).
+Systems (`--systems`, keys in brackets): [a] a one-request-at-a-time `transformers` server,
+[b] the same around Optimum's `ORTModelForSeq2SeqLM`, [c] this project's `t5_qa` over gRPC with
+iteration-level batching, [cr] (c') the same server with request-level batching (new requests wait
+for an empty batch), [d] CTranslate2 fp32 and [d8] (d') CTranslate2 int8, each with its own
+batching (`bench.baseline_server`), and [c8] `t5_qa` int8 with iteration-level batching (skipped,
+with a note, while `serving.pipeline.build` has no `precision`).
 Inputs: real SQuAD 2.0 dev questions, `--new-tokens` generated per answer (the demo model
 rarely stops early; the tables report the tokens actually generated). Closed loop at each
-concurrency (latency p50/p95/p99, answers/s), an open loop with Poisson arrivals at a fraction
-of (c)'s saturation throughput for (c) vs (c'), `perf_analyzer` on (c) when it is installed,
-server resident memory, and the roofline computed from in-process encoder and step times.
+concurrency c: at least max(`--min-answers`, `--requests` x c) answers, in `--repetitions` runs in
+a row of equally many whole rounds (every client sends the same number of requests); answers/s is
+the median of the runs with their min-max, latency percentiles pool every answer. Then an open loop
+with Poisson arrivals at a fraction of (c)'s saturation throughput for (c) vs (c'), `perf_analyzer`
+on (c) when it is installed, server resident memory, and the roofline computed from in-process
+encoder and step times. The defaults take about 15-20 minutes on 2 cores with the demo t5-base.
 
   python -m bench.serving --checkpoint build/models/demo-base      # after `make export`/`make serve`
+  python -m bench.serving --systems d d8 --concurrency 1 --min-answers 2 --repetitions 1 --output /tmp/bench
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import inspect
 import json
+import math
 import os
 import random
 import shutil
@@ -74,16 +84,37 @@ def process_tree(root: int) -> list[int]:
     return pids
 
 
-class Baseline:
-    """A one-request-at-a-time HTTP server (`bench.baseline_server`) in a subprocess."""
+SYSTEMS = {  # --systems key -> the name the tables show
+    "a": "(a) transformers, one at a time",
+    "b": "(b) optimum ORT, one at a time",
+    "d": "(d) CTranslate2 fp32, batched",
+    "d8": "(d') CTranslate2 int8, batched",
+    "c": "(c) t5_qa, iteration-level batching",
+    "cr": "(c') t5_qa, request-level batching",
+    "c8": "(c8) t5_qa int8, iteration-level batching",
+}
+BASELINES = {"a": ["--engine", "transformers"], "b": ["--engine", "optimum"],
+             "d": ["--engine", "ctranslate2", "--compute-type", "float32"],
+             "d8": ["--engine", "ctranslate2", "--compute-type", "int8"]}
+INT8_REPOSITORY = "repository-int8"  # under build/bench
 
-    def __init__(self, engine: str, checkpoint: str):
-        self.name = {"transformers": "(a) transformers, one at a time",
-                     "optimum": "(b) optimum ORT, one at a time"}[engine]
+
+def slug(checkpoint: str) -> str:
+    return checkpoint.strip("/").replace("/", "--")
+
+
+class Baseline:
+    """A baseline HTTP server (`bench.baseline_server`) in a subprocess; its exports and
+    conversions are kept under build/bench/ and reused."""
+
+    def __init__(self, key: str, checkpoint: str):
+        self.name = SYSTEMS[key]
         self.port = free_port()
+        workdir = REPO_ROOT / "build/bench"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.baseline_server", "--engine", engine, "--model", checkpoint,
-             "--onnx-dir", str(REPO_ROOT / "build/bench" / ("optimum-" + checkpoint.strip("/").replace("/", "--"))),
+            [sys.executable, "-m", "bench.baseline_server", *BASELINES[key], "--model", checkpoint,
+             "--onnx-dir", str(workdir / f"optimum-{slug(checkpoint)}"),
+             "--ct2-dir", str(workdir / f"ct2-{'int8' if key == 'd8' else 'float32'}-{slug(checkpoint)}"),
              "--port", str(self.port)], cwd=REPO_ROOT)
 
     def call(self, ids: np.ndarray, new_tokens: int) -> int:
@@ -94,7 +125,7 @@ class Baseline:
             return len(json.loads(r.read())["output_ids"][0])
 
     def wait_ready(self, probe: np.ndarray) -> None:
-        deadline = time.monotonic() + 900
+        deadline = time.monotonic() + 900  # a first start exports or converts the checkpoint
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited")
@@ -108,23 +139,31 @@ class Baseline:
     def rss(self) -> float:
         return rss_mb([self.process.pid])
 
+    def counters(self) -> dict[str, int]:
+        """Decoding calls and rows so far (GET /stats)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as r:
+            return json.loads(r.read())
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
 
 
 class Triton:
-    """This project's server over a copy of the exported repository, with `batching` chosen."""
+    """This project's server. With `configure`, over a copy of the exported `repository` with
+    `batching` written into its configs; without, over `repository` as it is."""
 
-    def __init__(self, repository: Path, batching: str, workdir: Path):
-        self.name = {"iteration": "(c) t5_qa, iteration-level batching",
-                     "request": "(c') t5_qa, request-level batching"}[batching]
-        copy = workdir / f"repository-{batching}"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(repository, copy, copy_function=os.link, ignore=shutil.ignore_patterns("__pycache__"))
-        write_repository(copy, "cpu", batching=batching)
-        self.server = TritonServer(copy, Ports(free_port(), free_port(), free_port()), address="127.0.0.1",
-                                   log_file=workdir / f"triton-{batching}.log").start()
+    def __init__(self, repository: Path, batching: str, workdir: Path, name: str | None = None,
+                 configure: bool = True):
+        self.name = name or SYSTEMS["c" if batching == "iteration" else "cr"]
+        if configure:
+            copy = workdir / f"repository-{batching}"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(repository, copy, copy_function=os.link, ignore=shutil.ignore_patterns("__pycache__"))
+            write_repository(copy, "cpu", batching=batching)
+            repository = copy
+        self.server = TritonServer(repository, Ports(free_port(), free_port(), free_port()), address="127.0.0.1",
+                                   log_file=workdir / f"triton-{repository.name}.log").start()
         self.url = f"127.0.0.1:{self.server.ports.grpc}"
         self.local = threading.local()
 
@@ -145,6 +184,34 @@ class Triton:
         self.server.stop()
 
 
+def int8_repository(checkpoint: str, source: Path, workdir: Path) -> tuple[Path, dict] | None:
+    """The checkpoint built for the cpu target in int8 into build/bench/repository-int8 (with its
+    export manifest), or None with a printed note while `build` has no `precision` parameter."""
+    from serving.pipeline import build, copy_code
+    if "precision" not in inspect.signature(build).parameters:
+        print("note: (c8) skipped: serving.pipeline.build() does not take precision= yet", flush=True)
+        return None
+    repository = workdir / INT8_REPOSITORY
+    shutil.rmtree(repository, ignore_errors=True)
+    copy_code(source, repository)
+    return repository, build(checkpoint, repository, "cpu", precision="int8")
+
+
+def int8_agreement(manifest: dict) -> dict:
+    """The export manifest's int8 agreement figures: every entry under `validation` whose key
+    names int8 (e.g. `int8_agreement`), flattened to dotted keys; empty when there is none."""
+    found: dict = {}
+
+    def walk(node: object, path: str, inside: bool) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key), inside or "int8" in str(key).lower())
+        elif inside:
+            found[path] = node
+    walk(manifest.get("validation", {}), "validation", False)
+    return found
+
+
 @dataclass
 class Run:
     system: str
@@ -156,11 +223,39 @@ class Run:
 
     def row(self) -> dict:
         lat = sorted(self.latencies_ms)
-        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+        pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else None  # noqa: E731
         return {"system": self.system, "mode": self.mode, "answers": len(lat), "errors": self.errors,
-                "p50_ms": round(statistics.median(lat)), "p95_ms": round(pick(0.95)), "p99_ms": round(pick(0.99)),
-                "answers_per_s": round(len(lat) / self.wall_s, 3),
-                "mean_new_tokens": round(statistics.mean(self.tokens), 1)}
+                "p50_ms": round(statistics.median(lat)) if lat else None, "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+                "answers_per_s": round(self.answers_per_s(), 3),
+                "mean_new_tokens": round(statistics.mean(self.tokens), 1) if self.tokens else 0}
+
+    def answers_per_s(self) -> float:
+        return len(self.latencies_ms) / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def round_size(concurrency: int, minimum: int, per_client: int, repetitions: int) -> int:
+    """Requests in each of `repetitions` closed-loop runs at `concurrency`: whole rounds (a
+    multiple of `concurrency`), together at least max(`minimum`, `per_client` x `concurrency`)."""
+    total = max(minimum, per_client * concurrency)
+    return concurrency * math.ceil(total / (repetitions * concurrency))
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def combine(runs: list[Run]) -> dict:
+    """One table row from repeated runs of one level: latency percentiles, answers and tokens
+    over all the runs' answers; answers/s the median of the runs, with their min and max (and
+    the runs' p50 latencies' min and max)."""
+    pooled = Run(runs[0].system, runs[0].mode, [x for r in runs for x in r.latencies_ms],
+                 [t for r in runs for t in r.tokens], sum(r.wall_s for r in runs), sum(r.errors for r in runs))
+    rates = spread([r.answers_per_s() for r in runs])
+    p50s = [r.row()["p50_ms"] for r in runs if r.latencies_ms]
+    return {**pooled.row(), "answers_per_s": round(rates["median"], 3), "answers_per_s_min": round(rates["min"], 3),
+            "answers_per_s_max": round(rates["max"], 3), "p50_ms_min": min(p50s, default=None),
+            "p50_ms_max": max(p50s, default=None), "repetitions": len(runs)}
 
 
 def scheduler_counters(metrics_port: int) -> dict[str, float]:
@@ -280,7 +375,8 @@ def perf_analyzer(url: str, ids: np.ndarray, new_tokens: int, levels: list[int],
         header, values = csv.read_text().splitlines()[:2]
         record = dict(zip(header.split(","), values.split(",")))
         rows.append({"concurrency": level, "answers_per_s": float(record["Inferences/Second"]),
-                     "p50_ms": round(float(record["p50 latency"]) / 1000), "p95_ms": round(float(record["p95 latency"]) / 1000),
+                     "p50_ms": round(float(record["p50 latency"]) / 1000),
+                     "p95_ms": round(float(record["p95 latency"]) / 1000),
                      "p99_ms": round(float(record["p99 latency"]) / 1000)})
     return rows
 
@@ -295,9 +391,12 @@ def plot(rows: list[dict], path: Path) -> None:
     for system in systems:
         mine = [r for r in closed if r["system"] == system]
         levels = [int(r["mode"].split("=")[1]) for r in mine]
-        left.plot(levels, [r["answers_per_s"] for r in mine], marker="o", label=system)
+        rates = [r["answers_per_s"] for r in mine]
+        low = [rate - r.get("answers_per_s_min", rate) for rate, r in zip(rates, mine)]
+        high = [r.get("answers_per_s_max", rate) - rate for rate, r in zip(rates, mine)]
+        left.errorbar(levels, rates, yerr=[low, high], marker="o", capsize=3, label=system)
         right.plot(levels, [r["p95_ms"] for r in mine], marker="o", label=system)
-    for axis, title in ((left, "throughput (answers/s)"), (right, "p95 latency (ms)")):
+    for axis, title in ((left, "throughput (answers/s, median and min-max of runs)"), (right, "p95 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrency")
         axis.set_title(title)
@@ -310,80 +409,149 @@ def plot(rows: list[dict], path: Path) -> None:
 TOKENIZER = None
 
 
-def main() -> None:
-    global TOKENIZER
+@dataclass
+class Plan:
+    """What every system is measured with."""
+
+    inputs: list[np.ndarray]
+    new_tokens: int
+    levels: list[int]
+    min_answers: int
+    per_client: int
+    repetitions: int
+
+
+def step_counters(before: dict[str, float], after: dict[str, float]) -> dict:
+    """t5_greedy's own work per scheduler iteration between two readings of its counters."""
+    delta = {k: after[k] - before[k] for k in after}
+    iterations = max(delta["iterations"], 1)
+    return {"mean_batch": round(delta["row_steps"] / iterations, 2),
+            "graph_ms_per_step": round(1000 * delta["graph_seconds"] / iterations, 1),
+            "overhead_ms_per_step": round(1000 * (delta["busy_seconds"] - delta["graph_seconds"]) / iterations, 2)}
+
+
+def measure(system, plan: Plan) -> list[dict]:
+    """Closed-loop rows of `system`, one per concurrency level, each from `plan.repetitions` runs."""
+    system.wait_ready(plan.inputs[0])
+    for ids in plan.inputs[:2]:
+        system.call(ids, plan.new_tokens)  # warm-up
+    rows = []
+    for level in plan.levels:
+        metrics = system.server.ports.metrics if isinstance(system, Triton) else None
+        before = scheduler_counters(metrics) if metrics else system.counters()
+        size = round_size(level, plan.min_answers, plan.per_client, plan.repetitions)
+        rows.append(combine([closed_loop(system, plan.inputs, level, size, plan.new_tokens)
+                             for _ in range(plan.repetitions)]))
+        if metrics:  # the scheduler's own work per iteration, at this concurrency
+            rows[-1].update(step_counters(before, scheduler_counters(metrics)))
+        else:  # requests per decoding call
+            after = system.counters()
+            calls = max(after["calls"] - before["calls"], 1)
+            rows[-1]["mean_batch"] = round((after["rows"] - before["rows"]) / calls, 2)
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def start(key: str, args: argparse.Namespace, workdir: Path, extra: dict):
+    """The system named by `key`, started; None when it cannot run here (with a printed note)."""
+    if key in BASELINES:
+        return Baseline(key, args.checkpoint)
+    if key != "c8":
+        return Triton(args.repository, "iteration" if key == "c" else "request", workdir)
+    built = int8_repository(args.checkpoint, args.repository, workdir)
+    if built is None:
+        extra["skipped"] = {**extra.get("skipped", {}), SYSTEMS[key]: "serving.pipeline.build has no precision yet"}
+        return None
+    extra["int8_agreement"] = int8_agreement(built[1])
+    return Triton(built[0], "iteration", workdir, SYSTEMS[key], configure=False)
+
+
+def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[dict], dict]:
+    """Every selected system in turn: closed loops, resident memory; on (c) perf_analyzer and
+    the open-loop rate; on (c) and (c') the open loop."""
+    rows: list[dict] = []
+    extra: dict = {"rss_mb": {}, "open_load": args.open_load}
+    for key in [k for k in SYSTEMS if k in args.systems and not (args.skip_baselines and k in BASELINES)]:
+        system = start(key, args, workdir, extra)
+        if system is None:
+            continue
+        try:
+            rows += measure(system, plan)
+            extra["rss_mb"][system.name] = round(system.rss())
+            if key == "c":
+                extra["perf_analyzer"] = perf_analyzer(system.url, plan.inputs[0], plan.new_tokens, plan.levels,
+                                                       workdir)
+                saturation = max(r["answers_per_s"] for r in rows if r["system"] == system.name)
+                extra["open_rate"] = args.open_load * saturation
+            if key in ("c", "cr") and "open_rate" in extra:
+                rows.append(open_loop(system, plan.inputs, extra["open_rate"], args.open_seconds, plan.new_tokens,
+                                      seed=7).row())
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            system.stop()
+    if "c" in args.systems:
+        extra["roofline"] = roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels))
+    return rows, extra
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="build/models/demo-base", help="checkpoint the repository was exported from")
+    parser.add_argument("--checkpoint", default="build/models/demo-base",
+                        help="checkpoint the repository was exported from")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="exported model repository")
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS), metavar="KEY",
+                        help="systems to measure, in this order: "
+                             + ", ".join(f"{k} = {v}" for k, v in SYSTEMS.items()))
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--requests", type=int, default=2, help="requests per level = this x concurrency (min 8)")
+    parser.add_argument("--requests", type=int, default=4,
+                        help="answers per client at each level: a level has max(--min-answers, this x concurrency)")
+    parser.add_argument("--min-answers", type=int, default=16, help="fewest answers at any concurrency level")
+    parser.add_argument("--repetitions", type=int, default=3,
+                        help="closed-loop runs per level (each whole rounds of requests), for the run-to-run spread")
     parser.add_argument("--open-seconds", type=float, default=60.0)
     parser.add_argument("--open-load", type=float, default=0.8, help="open-loop rate as a fraction of saturation")
-    parser.add_argument("--output", type=Path, default=Path("docs"))
-    parser.add_argument("--skip-baselines", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=Path("docs"), help="where benchmarks.{json,md,png} go")
+    parser.add_argument("--skip-baselines", action="store_true", help="leave out a, b, d and d8")
+    return parser
 
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_inputs(repository: Path, checkpoint: str) -> list[np.ndarray]:
+    """64 SQuAD 2.0 dev prompts, tokenized with the repository's tokenizer (else the checkpoint's)."""
+    global TOKENIZER
+    path = repository / TOKENIZER_FILE
+    TOKENIZER = load_tokenizer(str(path if path.is_file() else Path(checkpoint) / "tokenizer.json"))
+    prompts = PromptEncoder.from_tokenizer(TOKENIZER)
+    return [np.array([prompts.encode(q, c)], dtype=np.int64) for q, c in squad_pairs(64, stride=181)]
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    began = time.monotonic()
     workdir = REPO_ROOT / "build/bench"
     workdir.mkdir(parents=True, exist_ok=True)
-    TOKENIZER = load_tokenizer(str(args.repository / TOKENIZER_FILE))
-    prompts = PromptEncoder.from_tokenizer(TOKENIZER)
-    inputs = [np.array([prompts.encode(q, c)], dtype=np.int64) for q, c in squad_pairs(64, stride=181)]
-    rows: list[dict] = []
-    rss: dict[str, float] = {}
-    extra: dict = {"prompt_tokens_median": statistics.median(i.shape[1] for i in inputs)}
-
-    def measure(system) -> None:
-        system.wait_ready(inputs[0])
-        for ids in inputs[:2]:
-            system.call(ids, args.new_tokens)  # warm-up
-        for level in args.concurrency:
-            before = scheduler_counters(system.server.ports.metrics) if isinstance(system, Triton) else None
-            run = closed_loop(system, inputs, level, max(8, args.requests * level), args.new_tokens)
-            rows.append(run.row())
-            if before is not None:  # the scheduler's own work per iteration, at this concurrency
-                after = scheduler_counters(system.server.ports.metrics)
-                delta = {k: after[k] - before[k] for k in after}
-                iterations = max(delta["iterations"], 1)
-                rows[-1]["mean_batch"] = round(delta["row_steps"] / iterations, 2)
-                rows[-1]["graph_ms_per_step"] = round(1000 * delta["graph_seconds"] / iterations, 1)
-                rows[-1]["overhead_ms_per_step"] = round(1000 * (delta["busy_seconds"] - delta["graph_seconds"])
-                                                         / iterations, 2)
-            print(json.dumps(rows[-1]), flush=True)
-        rss[system.name] = round(system.rss())
-
-    systems = [] if args.skip_baselines else ["transformers", "optimum"]
-    for engine in systems:
-        baseline = Baseline(engine, args.checkpoint)
-        try:
-            measure(baseline)
-        finally:
-            baseline.stop()
-    saturation = {}
-    for batching in ("iteration", "request"):
-        triton = Triton(args.repository, batching, workdir)
-        try:
-            measure(triton)
-            saturation[batching] = max(r["answers_per_s"] for r in rows if r["system"] == triton.name)
-            if batching == "iteration":
-                extra["perf_analyzer"] = perf_analyzer(triton.url, inputs[0], args.new_tokens, args.concurrency, workdir)
-                rate = args.open_load * saturation["iteration"]
-                extra["open_rate"] = rate
-            run = open_loop(triton, inputs, extra["open_rate"], args.open_seconds, args.new_tokens, seed=7)
-            rows.append(run.row())
-            print(json.dumps(rows[-1]), flush=True)
-        finally:
-            triton.stop()
-    extra["roofline"] = roofline(args.repository, inputs, args.new_tokens, max(args.concurrency))
-    extra["rss_mb"] = rss
-    extra["open_load"] = args.open_load
+    inputs = load_inputs(args.repository, args.checkpoint)
+    plan = Plan(inputs, args.new_tokens, args.concurrency, args.min_answers, args.requests, args.repetitions)
+    rows, extra = run_all(args, plan, workdir)
+    extra.update(prompt_tokens_median=statistics.median(i.shape[1] for i in inputs), repetitions=args.repetitions,
+                 duration_s=round(time.monotonic() - began), ctranslate2_version=package_version("ctranslate2"))
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "benchmarks.json").write_text(json.dumps({"rows": rows, **extra}, indent=2) + "\n")
     plot(rows, args.output / "benchmarks.png")
     from bench.report import render
-    command = "make bench" if args.checkpoint == "build/models/demo-base" else "python -m bench.serving " + " ".join(sys.argv[1:])
-    (args.output / "benchmarks.md").write_text(render(json.loads((args.output / "benchmarks.json").read_text()), command) + "\n")
+    defaults = vars(build_parser().parse_args([]))
+    changed = {k for k, v in vars(args).items() if v != defaults[k]} - {"repository"}
+    command = "make bench" if not changed else "python -m bench.serving " + " ".join(sys.argv[1:])
+    data = json.loads((args.output / "benchmarks.json").read_text())
+    (args.output / "benchmarks.md").write_text(render(data, command) + "\n")
     print(json.dumps(extra, indent=2))
 
 

@@ -1,0 +1,113 @@
+"""`make bench`'s arithmetic without servers: how many requests each repetition sends, how
+repeated runs become one row with their spread, where the int8 agreement is found in an export
+manifest, and the targets and tables `bench.report` writes from those rows."""
+from __future__ import annotations
+
+import pytest
+
+from bench.report import render, span, targets
+from bench.serving import SYSTEMS, Run, combine, int8_agreement, round_size, spread, step_counters
+
+
+@pytest.mark.parametrize("concurrency, expected", [(1, 6), (4, 8), (16, 32), (64, 128)])
+def test_round_size_gives_whole_rounds_and_enough_answers(concurrency, expected):
+    size = round_size(concurrency, minimum=16, per_client=4, repetitions=3)
+    assert size == expected
+    assert size % concurrency == 0 and 3 * size >= max(16, 4 * concurrency)
+
+
+def test_round_size_with_one_repetition_is_the_minimum_rounded_to_rounds():
+    assert round_size(1, 16, 4, 1) == 16
+    assert round_size(16, 16, 4, 1) == 64
+    assert round_size(3, 16, 4, 1) == 18
+
+
+def test_spread():
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+    assert spread([1.0, 2.0]) == {"median": 1.5, "min": 1.0, "max": 2.0}
+
+
+def test_combine_pools_latencies_and_takes_the_median_rate():
+    runs = [Run("(d) x", "closed c=2", [100.0, 300.0], [16, 16], wall_s=1.0),
+            Run("(d) x", "closed c=2", [200.0, 200.0], [16, 8], wall_s=2.0, errors=1),
+            Run("(d) x", "closed c=2", [400.0, 400.0], [16, 16], wall_s=4.0)]
+    row = combine(runs)
+    assert row["system"] == "(d) x" and row["mode"] == "closed c=2"
+    assert row["answers"] == 6 and row["errors"] == 1 and row["repetitions"] == 3
+    assert row["answers_per_s"] == 1.0 and row["answers_per_s_min"] == 0.5 and row["answers_per_s_max"] == 2.0
+    assert row["p50_ms"] == 250 and row["p50_ms_min"] == 200 and row["p50_ms_max"] == 400
+    assert row["p99_ms"] == 400 and row["mean_new_tokens"] == 14.7
+
+
+def test_a_run_without_answers_still_makes_a_row():
+    row = combine([Run("(a) x", "closed c=1", errors=2, wall_s=1.0)])
+    assert row["answers"] == 0 and row["errors"] == 2 and row["p50_ms"] is None and row["answers_per_s"] == 0
+
+
+def test_step_counters():
+    before = {"iterations": 10, "row_steps": 20, "graph_seconds": 1.0, "busy_seconds": 1.5}
+    after = {"iterations": 110, "row_steps": 420, "graph_seconds": 3.0, "busy_seconds": 3.7}
+    assert step_counters(before, after) == {"mean_batch": 4.0, "graph_ms_per_step": 20.0, "overhead_ms_per_step": 2.0}
+
+
+def test_int8_agreement_takes_whatever_the_manifest_names_int8():
+    assert int8_agreement({"validation": {"max_abs_diff": 0.1}}) == {}
+    assert int8_agreement({}) == {}
+    manifest = {"validation": {"token_agreement": 1.0, "int8_agreement": 0.97,
+                               "int8": {"identical_answers": 30, "answers": 32}}}
+    assert int8_agreement(manifest) == {"validation.int8_agreement": 0.97, "validation.int8.identical_answers": 30,
+                                        "validation.int8.answers": 32}
+
+
+def row(key: str, level: int, rate: float, p50: int, p95: int = 0, **extra) -> dict:
+    return {"system": SYSTEMS[key], "mode": f"closed c={level}", "answers": 16, "errors": 0, "p50_ms": p50,
+            "p95_ms": p95 or p50, "p99_ms": p95 or p50, "answers_per_s": rate, "mean_new_tokens": 16, **extra}
+
+
+def bench_data() -> dict:
+    rows = [row("a", 1, 1.8, 600), row("a", 16, 1.8, 9000), row("b", 16, 1.9, 8000), row("d", 1, 2.0, 500),
+            row("d", 16, 3.0, 5000),
+            row("d8", 16, 6.0, 2500), row("c", 1, 2.2, 420, answers_per_s_min=2.0, answers_per_s_max=2.4,
+                                             p50_ms_min=400, p50_ms_max=450, repetitions=3),
+            row("c", 16, 4.5, 3500), row("cr", 16, 4.0, 4000), row("c8", 16, 5.0, 3000),
+            {"system": SYSTEMS["c"], "mode": "open λ=3.60/s", "answers": 200, "errors": 0, "p50_ms": 900,
+             "p95_ms": 1500, "p99_ms": 2000, "answers_per_s": 3.5},
+            {"system": SYSTEMS["cr"], "mode": "open λ=3.60/s", "answers": 200, "errors": 0, "p50_ms": 1000,
+             "p95_ms": 2500, "p99_ms": 3000, "answers_per_s": 3.5}]
+    return {"rows": rows, "roofline": {"encoder_ms": 140, "step_ms": {"1": 25, "16": 57}, "answers_per_s": 5.0,
+                                       "concurrency": 16},
+            "rss_mb": {SYSTEMS["c"]: 1200, SYSTEMS["d"]: 950}, "open_rate": 3.6, "open_load": 0.8,
+            "prompt_tokens_median": 197, "repetitions": 3, "duration_s": 900, "ctranslate2_version": "4.8.5",
+            "int8_agreement": {"validation.int8_agreement": 0.97}}
+
+
+def test_the_issue_targets_from_the_rows():
+    found = {t: (m, ok) for t, m, ok in targets(bench_data())}
+    assert found["fp32 concurrency 16: ≥ 90% of the roofline"] == ("90%", True)
+    assert found["fp32 concurrency 16: ≥ 1.3x CTranslate2 fp32 (d) in answers/s"] == ("1.50x", True)
+    assert found["concurrency 1: p50 latency ≤ 0.75x (a)"] == ("0.70x", True)
+    assert found["open loop at 80%: p95 iteration-level ≤ 0.8x request-level"] == ("0.60x", True)
+    assert found["int8 concurrency 16: ≥ CTranslate2 int8 (d') in answers/s"] == ("0.83x", False)
+    assert found["server resident memory ≤ 1.3 GB (t5-base fp32)"] == ("1200 MB", True)
+
+
+def test_targets_whose_systems_did_not_run_say_so():
+    data = bench_data()
+    data["rows"] = [r for r in data["rows"] if not r["system"].startswith(("(c8)", "(d)"))]
+    found = {t: (m, ok) for t, m, ok in targets(data)}
+    assert found["int8 concurrency 16: ≥ CTranslate2 int8 (d') in answers/s"] == ("not measured", None)
+    assert found["fp32 concurrency 16: ≥ 1.3x CTranslate2 fp32 (d) in answers/s"] == ("not measured", None)
+
+
+def test_span_only_for_repeated_figures():
+    assert span({"answers_per_s_min": 2.0, "answers_per_s_max": 2.4, "repetitions": 3}, "answers_per_s") == "2.0–2.4"
+    assert span({"answers_per_s_min": 2.0, "answers_per_s_max": 2.0, "repetitions": 1}, "answers_per_s") == ""
+    assert span({}, "p50_ms") == ""
+
+
+def test_render_shows_every_system_the_spread_and_the_int8_agreement():
+    text = render(bench_data(), "make bench")
+    for name in SYSTEMS.values():
+        assert f"| {name} | closed c=16 |" in text
+    assert "| 2.2 | 2.0–2.4 |" in text and "400–450" in text
+    assert "validation.int8_agreement | 0.97" in text and "took 15 minutes" in text and "CTranslate2 4.8.5" in text
