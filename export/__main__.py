@@ -4,6 +4,7 @@ TensorRT engines from an export (on a machine with TensorRT and a GPU).
 
   python -m export demo-model --size tiny --output build/models/demo-tiny
   python -m export onnx --model mrm8488/t5-base-finetuned-squadv2
+  python -m export onnx --model mrm8488/t5-base-finetuned-squadv2 --precision int8
   python -m export engines --model mrm8488/t5-base-finetuned-squadv2 --precision bf16
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from contract.limits import TENSORRT_MAX_BATCH
 from contract.names import SEED_MODEL as DEFAULT_MODEL
 from export import DEFAULT_WORKDIR, workdir_for
+from export.precision import PRECISIONS as TARGET_PRECISIONS
 from export.tensorrt import PRECISIONS
 
 
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     onnx.add_argument("--rtol", type=float, default=None,
                       help="validation: |logit difference| accepted per unit of the step's max |logit| "
                            "(default: export.validate.RTOL)")
+    onnx.add_argument("--precision", choices=TARGET_PRECISIONS["cpu"], default=TARGET_PRECISIONS["cpu"][0],
+                      help="int8: also the dynamically quantized graphs for TARGET=cpu, validated against fp32 on "
+                           "SQuAD 2.0 dev prompts (export.quantize)")
 
     engines = commands.add_parser("engines", help="TensorRT engines for the gpu-tensorrt target (needs a GPU)")
     engines.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint exported by `onnx` before")
@@ -79,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     from export.onnx_export import export_model, failure
     from export.validate import ATOL, RTOL, ValidationError
     tolerance = (ATOL if args.atol is None else args.atol, RTOL if args.rtol is None else args.rtol)
+    workdir = workdir_for(args.model, args.workdir)
     try:
-        manifest = export_model(args.model, workdir_for(args.model, args.workdir), *tolerance)
+        manifest = export_model(args.model, workdir, *tolerance)
+        if args.precision == "int8":
+            from export.quantize import quantize_export
+            manifest = {**manifest, "int8": quantize_export(args.model, workdir)}
     except (ValidationError, OSError) as error:
         print(failure(args.model, error), file=sys.stderr)
         return 1

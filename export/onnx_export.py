@@ -5,7 +5,8 @@ first step and the with-past step behind an `If` on `use_cache_branch`, so the d
 weights are loaded once). Its T5 config is extended with the decoder's `attention_mask`
 (`T5WithDecoderMaskOnnxConfig`), which lets rows that started at different steps share a
 decode step with left-padded caches (see `serving.greedy`). They become
-`t5_encoder/1/model.onnx` and `t5_decoder/1/model.onnx`;
+`t5_encoder/1/model.onnx` and `t5_decoder/1/model.onnx` (or, with `precision="int8"`, their
+dynamically quantized copies that `export.quantize` keeps beside them in the export folder);
 `export_manifest.json` at the repository root records where they came from and how they
 validated, and the config generator reads it. The checkpoint's `tokenizer.json` (which
 Optimum saves beside the graphs) goes to `serving.text_repository.TOKENIZER_FILE` for the text
@@ -35,6 +36,8 @@ GRAPHS = {ENCODER: "encoder_model.onnx", DECODER: "decoder_model_merged.onnx"}
 # Kept beside the merged graph for TensorRT, which cannot build its If node (NVIDIA/TensorRT#2723):
 # `make engines` builds them into t5_decoder_init (first step) and t5_decoder (later steps).
 SPLIT_GRAPHS = {DECODER_INIT: "decoder_model.onnx", "t5_decoder_with_past": "decoder_with_past_model.onnx"}
+# Made by `export.quantize` from GRAPHS, recorded under the manifest's "int8" entry.
+INT8_GRAPHS = {ENCODER: "encoder_model.int8.onnx", DECODER: "decoder_model_merged.int8.onnx"}
 EXPORTER_VERSION = 4  # bump when the graphs change, so older exports are not reused
 
 
@@ -125,10 +128,14 @@ def failure(model: str, error: Exception) -> str:
     return f"cannot load {model!r}: {error}"
 
 
-def install(workdir: Path, repository: Path) -> dict:
-    """Place the validated graphs into `repository`'s version folders (hard links when possible)."""
-    manifest = json.loads((workdir / MANIFEST).read_text())
-    for model_name, filename in GRAPHS.items():
+def install(workdir: Path, repository: Path, precision: str = "fp32") -> dict:
+    """Place the validated graphs of `precision` ("fp32", or "int8" once `export.quantize` made
+    them) into `repository`'s version folders (hard links when possible); write the repository's
+    manifest: the export's, with the precision installed (and the int8 agreement report under
+    `validation.int8`)."""
+    manifest = installed_manifest(json.loads((workdir / MANIFEST).read_text()), precision)
+    graphs = INT8_GRAPHS if precision == "int8" else GRAPHS
+    for model_name, filename in graphs.items():
         target = repository / version_file(model_name, GRAPH)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
@@ -139,6 +146,20 @@ def install(workdir: Path, repository: Path) -> dict:
     install_tokenizer(workdir, repository)
     (repository / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def installed_manifest(manifest: dict, precision: str) -> dict:
+    """The export folder's manifest as a repository records it: the precision of its graphs, and
+    the int8 graphs' agreement with fp32 only where the int8 graphs are the ones installed."""
+    quantized = manifest.pop("int8", None)
+    if precision == "int8":
+        if quantized is None:
+            raise FileNotFoundError("no int8 graphs in the export folder: export.quantize.quantize_export makes them")
+        manifest["validation"] = {**manifest["validation"], "int8": quantized["validation"]}
+        manifest["int8"] = {k: v for k, v in quantized.items() if k != "validation"}
+    elif precision != "fp32":
+        raise ValueError(f"the ONNX graphs are installed in fp32 or int8, not {precision!r}")
+    return {**manifest, "precision": precision}
 
 
 def install_checkpoint(model: str, repository: Path) -> Path:

@@ -6,7 +6,11 @@ row is still being decoded its logits must agree within `atol + rtol * max|logit
 checkpoints have logits in the hundreds, where float32 summation order alone moves them by
 ~1e-3. A token that differs only where the reference's top two logits lie within that
 tolerance is a tie, counted, not a failure. Anything else fails the export with the prompt,
-the step and the difference in the message."""
+the step and the difference in the message.
+
+`validate_agreement` compares two pairs of graphs with each other instead (the int8 graphs of
+`export.quantize` against the fp32 export they came from), where exact parity is not expected:
+it measures the token agreement rate on SQuAD 2.0 dev prompts and fails below a floor."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -14,13 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoConfig, AutoTokenizer, T5ForConditionalGeneration
 
 from contract.prompt import PromptEncoder
 from contract.tokens import TokenIds
 from export.reference import Reference, greedy_reference
 from runtime.greedy import greedy_generate
 from runtime.onnx_runtime import OrtSeq2Seq
+from shared_data import DEV_SET, squad_pairs
 
 VALIDATION_PAIRS = [
     ("What is the capital of France?", "Paris is the capital and most populous city of France."),
@@ -121,3 +126,86 @@ class _Comparison:
         if len(ours) != len(expected):
             self.failures.append(f"prompt {row} ({VALIDATION_PAIRS[row][0]!r}): {len(ours)} tokens instead of "
                                  f"{len(expected)} ({ours} vs {expected})")
+
+
+# --- agreement between two exports (int8 against fp32) -------------------------------------------
+
+AGREEMENT_PROMPTS, AGREEMENT_STRIDE, AGREEMENT_BATCH = 32, 97, 8  # 8: the cpu target's request batch
+
+
+@dataclass
+class AgreementReport:
+    """How often the candidate graphs (int8) choose the reference graphs' (fp32) tokens.
+
+    `token_agreement` = Σ_rows common prefix / Σ_rows reference length: per row, the tokens of the
+    two greedy answers are compared position by position up to the first position where they
+    differ (after it the candidate decodes from another prefix, so later positions compare
+    nothing), and the row's reference answer (`</s>` included when emitted) is the denominator.
+    A candidate that stops early or runs on past the reference's `</s>` differs at that position.
+    `identical_answers` is the share of rows whose token sequences are equal."""
+
+    token_agreement: float
+    identical_answers: float
+    agreeing_tokens: int
+    reference_tokens: int
+    prompts: int
+    new_tokens: int
+    batch: int  # prompts encoded and decoded together (dynamic quantization's scales span the batch)
+    floor: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_agreement(reference: list[list[int]], candidate: list[list[int]]) -> tuple[int, int, int]:
+    """(agreeing tokens, reference tokens, identical rows): see `AgreementReport`."""
+    agreeing = total = identical = 0
+    for expected, got in zip(reference, candidate, strict=True):
+        agreeing += next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+        total += len(expected)
+        identical += expected == got
+    return agreeing, total, identical
+
+
+def greedy_answers(runtime: OrtSeq2Seq, prompts: PromptEncoder, tokens: TokenIds, pairs: list[tuple[str, str]],
+                   new_tokens: int, batch: int) -> list[list[int]]:
+    """Each pair's greedy answer tokens (`</s>` included when emitted), `batch` pairs at a time."""
+    answers: list[list[int]] = []
+    for start in range(0, len(pairs), batch):
+        input_ids, attention_mask = prompts.encode_batch(pairs[start: start + batch])
+        generation = greedy_generate(
+            runtime.run_decoder, runtime.signature, tokens, runtime.encode(input_ids, attention_mask),
+            attention_mask, np.full(len(input_ids), new_tokens))
+        answers += [generation.tokens[row, : generation.lengths[row]].tolist() for row in range(len(input_ids))]
+    return answers
+
+
+def agreement_pairs(count: int = AGREEMENT_PROMPTS, stride: int = AGREEMENT_STRIDE) -> list[tuple[str, str]]:
+    """The SQuAD 2.0 dev prompts the agreement is measured on."""
+    try:
+        return squad_pairs(count, stride)
+    except FileNotFoundError as error:
+        raise ValidationError(f"the agreement check needs the SQuAD 2.0 dev set ({DEV_SET}): {error}") from error
+
+
+def validate_agreement(checkpoint: str, reference: tuple[Path, Path], candidate: tuple[Path, Path], floor: float,
+                       pairs: list[tuple[str, str]] | None = None, new_tokens: int = NEW_TOKENS,
+                       batch: int = AGREEMENT_BATCH, label: str = "int8") -> AgreementReport:
+    """Greedy answers of the `candidate` (encoder, decoder) graphs against the `reference` ones on
+    `pairs` (default: `agreement_pairs()`), with `checkpoint`'s tokenizer and token ids; raise
+    ValidationError when the token agreement is below `floor`."""
+    tokens = TokenIds.from_model_config(AutoConfig.from_pretrained(checkpoint))
+    prompts = PromptEncoder(AutoTokenizer.from_pretrained(checkpoint).backend_tokenizer, tokens.eos, tokens.pad)
+    pairs = agreement_pairs() if pairs is None else pairs
+    answers = [greedy_answers(OrtSeq2Seq(*map(str, graphs)), prompts, tokens, pairs, new_tokens, batch)
+               for graphs in (reference, candidate)]  # one pair of sessions open at a time
+    agreeing, total, identical = token_agreement(*answers)
+    report = AgreementReport(round(agreeing / total, 4), round(identical / len(pairs), 4), agreeing, total,
+                             len(pairs), new_tokens, batch, floor)
+    if report.token_agreement < floor:
+        raise ValidationError(
+            f"{label} graphs agree with the fp32 graphs on {report.token_agreement:.1%} of the answer tokens "
+            f"({agreeing} of {total}; identical answers {report.identical_answers:.1%}) on {len(pairs)} SQuAD 2.0 "
+            f"dev prompts, below the floor of {floor:.0%}: the quantization is broken, not merely imprecise. "
+            f"Report: {report.as_dict()}")
+    return report
