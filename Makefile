@@ -1,5 +1,5 @@
 # T5 SQuAD v2 question answering on Triton: setup, demo model, export, serve, test.
-# `make help` lists the targets. Variables: MODEL, DEMO, TARGET, HTTP_PORT, GRPC_PORT, METRICS_PORT.
+# `make help` lists the targets. Variables: MODEL, DEMO, TARGET, PRECISION, HTTP_PORT, GRPC_PORT, METRICS_PORT.
 
 VENV      ?= .venv
 PYTHON    := $(VENV)/bin/python
@@ -16,7 +16,10 @@ include deploy/deploy.mk
 include evaluation/eval.mk
 include loadtest/loadtest.mk
 
-PRECISION ?= bf16
+# Empty: the target's default (cpu fp32, GPU targets bf16). What each target takes is listed once,
+# in export/precision.py; the commands below check it (cpu: fp32|int8, engines and gpu-check: bf16|fp32).
+PRECISION ?=
+PRECISION_ARG = $(if $(PRECISION),--precision $(PRECISION))
 
 .PHONY: help setup demo-model export repository engines serve test test-unit test-deploy bench gpu-check clean
 
@@ -36,17 +39,17 @@ $(SETUP_STAMP): requirements/server.txt requirements/loadtest.txt pyproject.toml
 demo-model: setup  ## build a random-weight checkpoint: DEMO=base (t5-base config) or DEMO=tiny
 	$(PYTHON) -m export demo-model --size $(DEMO) --output build/models/demo-$(DEMO)
 
-export: setup  ## export MODEL to validated ONNX, install it and write TARGET's configs (never falls back to a demo model)
-	$(PYTHON) -m serving.pipeline build --model $(MODEL) --target $(TARGET) --repository $(REPOSITORY)
+export: setup  ## export MODEL to validated ONNX, install it, write TARGET's configs (no demo fallback); PRECISION=int8
+	$(PYTHON) -m serving.pipeline build --model $(MODEL) --target $(TARGET) --repository $(REPOSITORY) $(PRECISION_ARG)
 
 repository: setup  ## regenerate the config.pbtxt files for TARGET from the exported graphs
 	$(PYTHON) -m serving.repository --target $(TARGET) --repository $(REPOSITORY)
 
 engines: setup  ## TensorRT engines for TARGET=gpu-tensorrt, built in the Triton image (Docker + GPU); PRECISION=bf16|fp32
-	$(PYTHON) -m serving.docker engines --model $(MODEL) --precision $(PRECISION)
+	$(PYTHON) -m serving.docker engines --model $(MODEL) $(PRECISION_ARG)
 
-serve: setup  ## export MODEL (demo model if the Hub is unreachable), start Triton, answer a question
-	$(PYTHON) -m serving.serve --model $(MODEL) --demo-fallback $(DEMO) --target $(TARGET) \
+serve: setup  ## export MODEL (demo model if the Hub is unreachable), start Triton, answer a question; PRECISION=int8
+	$(PYTHON) -m serving.serve --model $(MODEL) --demo-fallback $(DEMO) --target $(TARGET) $(PRECISION_ARG) \
 	  --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 test: setup deploy-tools  ## run all tests (starts its own tritonserver on free ports; chart checks offline)
@@ -63,7 +66,7 @@ bench: setup  ## serving benchmark vs transformers and optimum on the demo t5-ba
 	$(PYTHON) -m bench.serving --checkpoint build/models/demo-base --repository $(REPOSITORY)
 
 gpu-check: setup  ## on a GPU machine: gpu-torch served fp32/bf16 vs generate (agreement, latency, answers/s); docs/gpu-check.md
-	$(PYTHON) -m bench.gpu_check --precision $(PRECISION)
+	$(PYTHON) -m bench.gpu_check $(PRECISION_ARG)
 
 clean:  ## remove generated models, exports and configs (contract/files.py lists them; keeps .venv)
 	if [ -x $(PYTHON) ]; then $(PYTHON) -m serving.pipeline clean --repository $(REPOSITORY) --build build; \

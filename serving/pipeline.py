@@ -4,6 +4,7 @@ model repository → `config.pbtxt` files for a target (`serving.repository`). `
 `build`; `make clean` through `clean`.
 
   python -m serving.pipeline build --model mrm8488/t5-base-finetuned-squadv2 --target cpu
+  python -m serving.pipeline build --model mrm8488/t5-base-finetuned-squadv2 --target cpu --precision int8
   python -m serving.pipeline clean
 """
 from __future__ import annotations
@@ -18,22 +19,46 @@ from contract.files import BUILD, REPOSITORY, generated_files, is_generated
 from contract.names import SEED_MODEL
 from export import DEFAULT_WORKDIR, workdir_for
 from export.onnx_export import export_model, failure, install, install_checkpoint
+from export.precision import ALL_PRECISIONS, PRECISIONS, TORCH_DTYPES, check_precision
+from export.quantize import quantize_export
 from export.validate import ATOL, RTOL, ValidationError
 from serving.repository import EXECUTORS, TARGETS, write_repository
 
 
 def build(model: str, repository: Path, target: str = "cpu", workdir: Path = DEFAULT_WORKDIR,
-          tolerance: tuple[float, float] = (ATOL, RTOL), **config_options) -> dict:
+          tolerance: tuple[float, float] = (ATOL, RTOL), precision: str | None = None, **config_options) -> dict:
     """Export and validate `model` (reusing an earlier export of the same checkpoint), install
-    it into `repository`, write the configs of `target`; return the export manifest.
-    `config_options` go to `serving.repository.write_repository` (decoder_mode, batching, ...)."""
+    it into `repository`, write the configs of `target`; return the repository's manifest.
+    `precision` (default: the target's, `export.precision.PRECISIONS`): on cpu "fp32" installs
+    the exported graphs, "int8" their dynamically quantized copies (`export.quantize`, made and
+    validated against fp32 once per export); on gpu-torch it sets the torch executor's dtype; for
+    gpu-tensorrt it names the engines' precision, which `make engines` builds (here only checked).
+    `config_options` go to `serving.repository.write_repository` (decoder_mode, batching, ...).
+    A precision the target cannot serve raises ValueError before anything is exported."""
+    executor = config_options.get("executor") or TARGETS[target].executor
+    graphs = _graph_precision(target, check_precision(target, precision), executor)
+    if precision is not None and executor == "torch":
+        config_options.setdefault("dtype", TORCH_DTYPES[precision])
     exported = workdir_for(model, workdir)
-    manifest = export_model(model, exported, *tolerance)
-    install(exported, repository)
-    if (config_options.get("executor") or TARGETS[target].executor) == "torch":
+    export_model(model, exported, *tolerance)
+    if graphs == "int8":
+        quantize_export(model, exported)
+    manifest = install(exported, repository, graphs)
+    if executor == "torch":
         install_checkpoint(model, repository)
     write_repository(repository, target, **config_options)
     return manifest
+
+
+def _graph_precision(target: str, precision: str, executor: str) -> str:
+    """The precision of the ONNX graphs to install: int8 only where ONNX Runtime runs them on the
+    CPU; GPU targets get the fp32 graphs (their precision lives in engines or the torch dtype)."""
+    if precision != "int8":
+        return "fp32"
+    if executor == "torch":
+        raise ValueError(f"TARGET={target} with the torch executor cannot serve PRECISION=int8: int8 is for the "
+                         "ONNX Runtime graphs; the torch executor runs the checkpoint (fp32 or bf16)")
+    return precision
 
 
 def copy_code(source: Path, destination: Path) -> Path:
@@ -63,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--target", choices=sorted(TARGETS), default="cpu", help="deployment target of the configs")
     run.add_argument("--executor", choices=EXECUTORS, default=None,
                      help="what runs the decoder inside t5_greedy (default: the target's); torch installs the checkpoint")
+    run.add_argument("--precision", choices=ALL_PRECISIONS, default=None,
+                     help="what the target serves in (default: its first, export.precision): " +
+                          "; ".join(f"{t} {'|'.join(ps)}" for t, ps in PRECISIONS.items()) +
+                          ". cpu int8: dynamically quantized graphs, validated against fp32 (export.quantize)")
     run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where exports are kept and reused")
     run.add_argument("--atol", type=float, default=ATOL, help="validation: |logit difference| accepted at any scale")
     run.add_argument("--rtol", type=float, default=RTOL,
@@ -77,12 +106,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         manifest = build(args.model, args.repository, args.target, args.workdir, (args.atol, args.rtol),
-                         executor=args.executor)
+                         args.precision, executor=args.executor)
     except (ValidationError, OSError) as error:
         print(failure(args.model, error), file=sys.stderr)
         return 1
+    except ValueError as error:  # a precision the target cannot serve, a model that is not T5
+        print(f"cannot build: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(manifest["validation"], indent=2))
+    if "int8" in manifest["validation"]:
+        print(agreement_line(manifest["validation"]["int8"]))
     return 0
+
+
+def agreement_line(report: dict) -> str:
+    """The int8 validation in one line, for the console."""
+    return (f"int8 ({report['weight_type']}, per channel: {report['per_channel']}) agrees with fp32 on "
+            f"{report['token_agreement']:.1%} of the answer tokens, identical answers "
+            f"{report['identical_answers']:.1%} ({report['prompts']} SQuAD 2.0 dev prompts, "
+            f"{report['new_tokens']} new tokens; floor {report['floor']:.0%})")
 
 
 if __name__ == "__main__":

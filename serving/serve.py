@@ -4,6 +4,7 @@ While serving, `serving.supervisor` probes the server with a real inference and 
 when it stops answering (Triton does not restart a dead Python backend stub itself).
 
   python -m serving.serve --model mrm8488/t5-base-finetuned-squadv2 --demo-fallback base
+  python -m serving.serve --model mrm8488/t5-base-finetuned-squadv2 --precision int8
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from client.api import QAClient
 from contract.names import SEED_MODEL
 from export import DEFAULT_WORKDIR
 from export.demo_model import build_demo_model
+from export.precision import ALL_PRECISIONS, check_precision
 from export.validate import ATOL, RTOL, ValidationError
 from serving.pipeline import build
 from serving.repository import TARGETS, cuda_pool_for
@@ -46,14 +48,14 @@ def banner(lines: list[str]) -> None:
 
 
 def build_with_fallback(model: str, demo_size: str, repository: Path, target: str, workdir: Path,
-                        tolerance: tuple[float, float] = (ATOL, RTOL)) -> str:
-    """Build the repository for `model` (`serving.pipeline.build`); if it cannot be loaded and
-    `demo_size` is not 'none', for a demo model. A model that loads but fails validation raises
-    ValidationError: it is never replaced. Returns the model served."""
+                        tolerance: tuple[float, float] = (ATOL, RTOL), precision: str | None = None) -> str:
+    """Build the repository for `model` (`serving.pipeline.build`, in `precision`); if it cannot
+    be loaded and `demo_size` is not 'none', for a demo model. A model that loads but fails
+    validation raises ValidationError: it is never replaced. Returns the model served."""
     local = Path(model).is_dir()
     if local or hub_reachable():
         try:
-            build(model, repository, target, workdir, tolerance)
+            build(model, repository, target, workdir, tolerance, precision)
             return model
         except OSError as error:
             reason = f"cannot load {model}: {str(error).splitlines()[0]}"
@@ -67,7 +69,7 @@ def build_with_fallback(model: str, demo_size: str, repository: Path, target: st
             "Serve real weights with: make serve MODEL=<hub id or checkpoint folder>"])
     if not (demo / "config.json").is_file():
         build_demo_model(demo_size, demo)
-    build(str(demo), repository, target, workdir, tolerance)
+    build(str(demo), repository, target, workdir, tolerance, precision)
     return str(demo)
 
 
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--target", choices=sorted(TARGETS), default="cpu")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS, default=None,
+                        help="what the target serves in (default: its first; export.precision): cpu fp32 or "
+                             "int8 (dynamically quantized graphs, validated against fp32), gpu-torch bf16 or fp32")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
@@ -94,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     target = TARGETS[args.target]
+    try:
+        check_precision(args.target, args.precision)
+    except ValueError as error:
+        print(f"cannot serve: {error}", file=sys.stderr)
+        return 2
     if target.needs_image:  # NVIDIA's image on a GPU: fail before the slow export if it cannot run
         from serving.docker import DockerTritonServer, GpuServingUnavailable, check_gpu_host, check_repository
         try:
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         served = build_with_fallback(args.model, args.demo_fallback, args.repository, args.target, args.workdir,
-                                     (args.atol, args.rtol))
+                                     (args.atol, args.rtol), args.precision)
     except ValidationError as error:
         print(f"export failed validation, not serving {args.model}: {error}", file=sys.stderr)
         return 1
