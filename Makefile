@@ -58,7 +58,7 @@ test: setup deploy-tools  ## run all tests (starts its own tritonserver on free 
 test-unit: setup  ## only the unit layer (tests/unit/): no tritonserver, no export; under a minute
 	$(PYTHON) -m pytest -q -m unit tests
 
-bench: setup  ## serving benchmark vs transformers and optimum on the demo t5-base; writes docs/benchmarks.md
+bench: setup  ## serving benchmark vs transformers, optimum and CTranslate2 on the demo t5-base; writes docs/benchmarks.md
 	$(PYTHON) -m pip install --quiet -r requirements/bench.txt
 	bash bench/install_perf_analyzer.sh
 	test -f build/models/demo-base/config.json || $(PYTHON) -m export demo-model --size base --output build/models/demo-base

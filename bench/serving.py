@@ -263,7 +263,7 @@ def scheduler_counters(metrics_port: int) -> dict[str, float]:
     import re
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
     return {key: float(re.search(rf"^t5_greedy_{key}_total(?:{{[^}}]*}})? (\S+)$", text, re.M).group(1))
-            for key in ("iterations", "row_steps", "graph_seconds", "busy_seconds")}
+            for key in ("iterations", "row_steps", "graph_seconds", "encoder_seconds", "busy_seconds")}
 
 
 def closed_loop(system, inputs: list[np.ndarray], concurrency: int, count: int, new_tokens: int) -> Run:
@@ -427,7 +427,9 @@ def step_counters(before: dict[str, float], after: dict[str, float]) -> dict:
     iterations = max(delta["iterations"], 1)
     return {"mean_batch": round(delta["row_steps"] / iterations, 2),
             "graph_ms_per_step": round(1000 * delta["graph_seconds"] / iterations, 1),
-            "overhead_ms_per_step": round(1000 * (delta["busy_seconds"] - delta["graph_seconds"]) / iterations, 2)}
+            "encoder_ms_per_step": round(1000 * delta["encoder_seconds"] / iterations, 1),
+            "overhead_ms_per_step": round(1000 * (delta["busy_seconds"] - delta["graph_seconds"]
+                                                  - delta["encoder_seconds"]) / iterations, 2)}
 
 
 def measure(system, plan: Plan) -> list[dict]:

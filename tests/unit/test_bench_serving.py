@@ -45,9 +45,10 @@ def test_a_run_without_answers_still_makes_a_row():
 
 
 def test_step_counters():
-    before = {"iterations": 10, "row_steps": 20, "graph_seconds": 1.0, "busy_seconds": 1.5}
-    after = {"iterations": 110, "row_steps": 420, "graph_seconds": 3.0, "busy_seconds": 3.7}
-    assert step_counters(before, after) == {"mean_batch": 4.0, "graph_ms_per_step": 20.0, "overhead_ms_per_step": 2.0}
+    before = {"iterations": 10, "row_steps": 20, "graph_seconds": 1.0, "encoder_seconds": 0.5, "busy_seconds": 2.0}
+    after = {"iterations": 110, "row_steps": 420, "graph_seconds": 3.0, "encoder_seconds": 1.5, "busy_seconds": 5.2}
+    assert step_counters(before, after) == {"mean_batch": 4.0, "graph_ms_per_step": 20.0, "encoder_ms_per_step": 10.0,
+                                            "overhead_ms_per_step": 2.0}
 
 
 def test_int8_agreement_takes_whatever_the_manifest_names_int8():
