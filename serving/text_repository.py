@@ -4,7 +4,7 @@
                             and no_answer_threshold FP32 [1]
                             -> answer STRING [1], score FP32 [1], no_answer BOOL [1]
       t5_tokenize           question, context -> input_ids, attention_mask (`client.prompt`)
-      ...                   the steps of `t5_qa`, copied (t5_encoder -> t5_greedy)
+      ...                   the steps of `t5_qa`, copied (cpu: t5_greedy; GPU: t5_encoder -> t5_greedy)
       t5_detokenize         output_ids, output_lengths, output_scores -> answer, score, no_answer
 
 Tensor names, dtypes and dims between the steps are copied from the token models' configs
