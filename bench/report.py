@@ -171,7 +171,8 @@ def render(data: dict, command: str) -> str:
     if data.get("perf_analyzer"):
         out += ["## perf_analyzer on (c)", "",
                 "NVIDIA's `perf_analyzer` 2.51 (from the tritonclient 2.51.0 wheel), gRPC, one fixed question.", "",
-                table(data["perf_analyzer"], ["concurrency", "answers_per_s", "p50_ms", "p95_ms", "p99_ms"]), ""]
+                table([{"error": "", **row} for row in data["perf_analyzer"]],
+                      ["concurrency", "answers_per_s", "p50_ms", "p95_ms", "p99_ms", "error"]), ""]
     out += ["## Server resident memory", "",
             table([{"system": k, "rss_mb": v} for k, v in data["rss_mb"].items()], ["system", "rss_mb"]), ""]
     out += overhead(closed, roof)

@@ -368,10 +368,17 @@ def perf_analyzer(url: str, ids: np.ndarray, new_tokens: int, levels: list[int],
     for level in levels:
         csv = workdir / f"perf_c{level}.csv"
         env = dict(os.environ, LD_LIBRARY_PATH=str(binary.parent))
-        subprocess.run([str(binary), "-m", "t5_qa", "-u", url, "-i", "grpc", "--input-data", str(data),
-                        "--concurrency-range", str(level), "--measurement-mode", "count_windows",
-                        "--measurement-request-count", str(max(8, 2 * level)), "--stability-percentage", "50",
-                        "--max-trials", "3", "-f", str(csv)], check=True, env=env, capture_output=True, timeout=900)
+        csv.unlink(missing_ok=True)
+        done = subprocess.run([str(binary), "-m", "t5_qa", "-u", url, "-i", "grpc", "--input-data", str(data),
+                               "--concurrency-range", str(level), "--measurement-mode", "count_windows",
+                               "--measurement-request-count", str(max(8, 2 * level)), "--stability-percentage", "50",
+                               "--max-trials", "3", "-f", str(csv)], env=env, capture_output=True, text=True,
+                              timeout=900)
+        if done.returncode or not csv.is_file():  # e.g. no stable window in 3 trials: reported, not fatal
+            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+            rows.append({"concurrency": level, "answers_per_s": "-", "p50_ms": "-", "p95_ms": "-", "p99_ms": "-",
+                         "error": tail[0][:160]})
+            continue
         header, values = csv.read_text().splitlines()[:2]
         record = dict(zip(header.split(","), values.split(",")))
         rows.append({"concurrency": level, "answers_per_s": float(record["Inferences/Second"]),
