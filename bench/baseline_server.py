@@ -21,7 +21,6 @@ GET /stats -> {"calls": ..., "rows": ...}: decoding calls so far and the rows th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import queue
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
+
+from export import source_key
 
 ENGINES = ("transformers", "optimum", "ctranslate2")
 COMPUTE_TYPES = ("float32", "int8")
@@ -92,15 +93,6 @@ class Vocabulary:
 
 
 # ---------------------------------------------------------------- CTranslate2: conversion
-
-def source_key(model: str) -> str:
-    """A checkpoint's identity: the Hub id, or a local folder's path with its files' sizes and mtimes."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return model
-    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-    return f"{folder.resolve()}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:16]}"
-
 
 def is_converted(model: str, ct2_dir: Path, compute_type: str) -> bool:
     marker = ct2_dir / SOURCE_FILE

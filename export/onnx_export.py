@@ -14,7 +14,6 @@ endpoint, so that the server tokenizes with the exported model's own tokenizer.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -27,6 +26,7 @@ from optimum.exporters.onnx.model_configs import T5OnnxConfig
 from transformers import AutoConfig
 
 from contract.tokens import TokenIds
+from export import source_key
 from export.demo_model import is_demo
 from export.validate import ATOL, RTOL, validate_export
 from contract.names import CHECKPOINT, DECODER, DECODER_INIT, ENCODER, GRAPH, MANIFEST, TOKENIZER_FILE, version_file
@@ -63,15 +63,6 @@ def onnx_configs(config) -> dict[str, T5OnnxConfig]:
     return {"encoder_model": base.with_behavior("encoder"),
             "decoder_model": base.with_behavior("decoder", use_past=True, use_past_in_inputs=False),
             "decoder_with_past_model": base.with_behavior("decoder", use_past=True, use_past_in_inputs=True)}
-
-
-def source_key(model: str) -> str:
-    """Identifies a checkpoint's contents: the Hub id, or a local folder's path, sizes and mtimes."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return model
-    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-    return f"{folder.resolve()}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:16]}"
 
 
 def graph_signature(path: Path) -> dict:

@@ -1,6 +1,7 @@
 """What the test layers share (fixtures live in the conftest.py files, helpers here): paths, free
 loopback ports, the PyTorch reference's tokens, the build pipeline into a fresh repository, a
-started tritonserver, a raw request to the text endpoint and a connection-dropping listener.
+started tritonserver, a raw request to the text endpoint, a connection-dropping listener, and a
+stand-in for the requests a decode scheduler answers.
 
 Only the standard library is imported at module level, so that unit tests importing this module
 stay light: torch, transformers, the export and serving code are imported inside the helpers
@@ -32,6 +33,31 @@ def free_ports(count: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+# --- a decode scheduler's requests -----------------------------------------------------------------
+
+class Owner:
+    """A row's request as the scheduler sees it: done when answered, failed with an error,
+    cancelled when the test says so."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.cancelled = False
+
+
+def finished(rows: list) -> None:
+    """A scheduler's `on_finished`: every row's owner is done."""
+    for row in rows:
+        row.owner.done.set()
+
+
+def failed(rows: list, error: Exception) -> None:
+    """A scheduler's `on_failed`: every row's owner is done, with the error."""
+    for row in rows:
+        row.owner.error = str(error)
+        row.owner.done.set()
 
 
 # --- the PyTorch reference ---------------------------------------------------------------------

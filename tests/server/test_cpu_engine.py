@@ -15,34 +15,15 @@ import pytest
 from runtime.greedy import Sequence, greedy_generate
 from runtime.onnx_runtime import OrtSeq2Seq, shared_embedding
 from runtime.scheduler import DecodeScheduler
-from tests.helpers import hf_generate, metric
+from tests.helpers import Owner, failed, finished, hf_generate, metric
 from tests.inputs import parity_pairs
+
 PAIRS = parity_pairs()
 
 
 @pytest.fixture(scope="module")
 def runtime(repository) -> OrtSeq2Seq:
     return runtime_of(repository)
-
-
-class Owner:
-    """A row's request as the scheduler sees it: done when answered, failed with an error."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: str | None = None
-        self.cancelled = False
-
-
-def finished(rows: list[Sequence]) -> None:
-    for row in rows:
-        row.owner.done.set()
-
-
-def failed(rows: list[Sequence], error: Exception) -> None:
-    for row in rows:
-        row.owner.error = str(error)
-        row.owner.done.set()
 
 
 class CountingEncoder:

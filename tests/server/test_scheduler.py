@@ -15,7 +15,7 @@ import pytest
 from runtime.greedy import Sequence
 from runtime.onnx_runtime import OrtSeq2Seq
 from runtime.scheduler import DecodeScheduler, QueueFull
-from tests.helpers import hf_generate, metric
+from tests.helpers import Owner, failed, finished, hf_generate, metric
 from tests.inputs import parity_pairs
 
 PAIRS = parity_pairs()
@@ -24,27 +24,6 @@ PAIRS = parity_pairs()
 @pytest.fixture(scope="module")
 def runtime(repository) -> OrtSeq2Seq:
     return OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
-
-
-class Owner:
-    """A row's request as the scheduler sees it: done when answered, failed with an error,
-    cancelled when the test says so."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: str | None = None
-        self.cancelled = False
-
-
-def finished(rows: list[Sequence]) -> None:
-    for row in rows:
-        row.owner.done.set()
-
-
-def failed(rows: list[Sequence], error: Exception) -> None:
-    for row in rows:
-        row.owner.error = str(error)
-        row.owner.done.set()
 
 
 def scheduler_for(run, runtime, tokens, **options) -> DecodeScheduler:

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bench.baseline_server import (BatchingServer, Counters, Job, Vocabulary, batching_worker, handler, queued,
-                                   run_batch, source_key, take_batch, unique_names)
+                                   run_batch, take_batch, unique_names)
+from export import source_key
 from tests.inputs import TOKENIZER_JSON
 
 
