@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract.graphs import DecoderSignature
+from contract.names import ATTENTION_MASK, INPUT_IDS, LAST_HIDDEN_STATE
 from runtime.greedy import Tensors
 
 
@@ -72,6 +73,12 @@ def _nodes(graph):
                 yield from _nodes(attribute.g)
 
 
+def encode_with(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """The encoder graph's `last_hidden_state` for a batch of token ids."""
+    return run_graph(session, {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask},
+                     [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
+
+
 def input_shapes(session: ort.InferenceSession) -> dict[str, list]:
     return {i.name: i.shape for i in session.get_inputs()}
 
@@ -101,5 +108,4 @@ class OrtSeq2Seq:
         return run_graph(self.decoder, feed, outputs)
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        return run_graph(self.encoder, feed, ["last_hidden_state"])["last_hidden_state"]
+        return encode_with(self.encoder, input_ids, attention_mask)

@@ -1,8 +1,8 @@
 """The cpu target's single loop: the scheduler encodes prompts that arrive as token ids between
 decode steps. Prompts of different lengths share one encoder call and still get `generate`'s
 tokens; while rows decode, the prompt tokens admitted per step stay within the budget; a failing
-encoder call fails only its own requests; through Triton the encoder model is not called at all;
-encoder and decoder graphs share one copy of the token embedding."""
+encoder call fails only its own requests; through Triton the encoder model is not called at all,
+yet still answers direct calls; encoder and decoder graphs share one copy of the token embedding."""
 from __future__ import annotations
 
 import re
@@ -127,7 +127,7 @@ def inference_count(server, model: str) -> float:
 
 
 def test_the_served_cpu_target_encodes_inside_the_decode_loop(server, client, prompts, hf_model):
-    before = metric(server, "t5_greedy_encoded_tokens_total")
+    before, encoder_calls = metric(server, "t5_greedy_encoded_tokens_total"), inference_count(server, "t5_encoder")
     lengths = []
     for index in (4, 14, 24):
         ids = np.array([prompts.encode(*PAIRS[index])])
@@ -136,7 +136,7 @@ def test_the_served_cpu_target_encodes_inside_the_decode_loop(server, client, pr
         np.testing.assert_array_equal(ours[0, : found[0, 0]], reference[: found[0, 0]])
         lengths.append(ids.shape[1])
     assert metric(server, "t5_greedy_encoded_tokens_total") - before == sum(lengths)
-    assert inference_count(server, "t5_encoder") == 0, "the ensemble bypasses t5_encoder on the cpu target"
+    assert inference_count(server, "t5_encoder") == encoder_calls, "the ensemble bypasses t5_encoder on cpu"
 
 
 def test_encoder_and_decoder_share_one_embedding(repository, prompts, tokens):
@@ -158,3 +158,19 @@ def test_encoder_and_decoder_share_one_embedding(repository, prompts, tokens):
 
 def runtime_of(repository) -> OrtSeq2Seq:
     return OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
+
+
+def test_the_encoder_model_stays_served_for_direct_calls(server, raw, runtime, prompts):
+    """On cpu `t5_encoder` is off the request path and opens its graph on the first call; then
+    it answers with the encoder graph's states, two prompts of one length batched."""
+    import tritonclient.grpc as grpc
+
+    ids = np.array([prompts.encode("Who?", "Bob went home."), prompts.encode("Who?", "Ann went out.")])
+    mask = np.ones_like(ids)
+    inputs = []
+    for name, value in (("input_ids", ids), ("attention_mask", mask)):
+        tensor = grpc.InferInput(name, list(value.shape), "INT64")
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    result = raw.infer("t5_encoder", inputs)
+    np.testing.assert_allclose(result.as_numpy("last_hidden_state"), runtime.encode(ids, mask), atol=1e-5)

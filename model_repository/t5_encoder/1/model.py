@@ -6,6 +6,8 @@ With `lazy_session` (cpu target, where `t5_greedy` runs the encoder graph itself
 opens on the first request, so the weights are not held twice."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -27,10 +29,8 @@ class TritonPythonModel:
 
     def open(self):
         """The encoder graph on ONNX Runtime, as an `encode(ids, mask)` function."""
-        from runtime.onnx_runtime import open_session, run_graph  # not in the GPU image
-        session = open_session(self.path, self.threads)
-        return lambda ids, mask: run_graph(session, {INPUT_IDS: ids, ATTENTION_MASK: mask},
-                                           [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
+        from runtime.onnx_runtime import encode_with, open_session  # not in the GPU image
+        return partial(encode_with, open_session(self.path, self.threads))
 
     def open_and_encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         self.encode = self.open()

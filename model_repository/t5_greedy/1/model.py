@@ -3,8 +3,8 @@
 Takes the encoder's hidden states, or on the cpu target (`encoder_graph` set) the validated
 token ids, which the scheduler encodes itself between decode steps, and hands each request's
 rows to a scheduler thread (`runtime.scheduler`) that decodes all running rows together, one
-decoder call per step with the key/value cache of the earlier steps. New requests join the running batch at the next step;
-each row leaves as soon as it emits `</s>` or reaches its `max_new_tokens`, and each request is
+decoder call per step with the key/value cache of the earlier steps. New requests join the
+running batch at the next step; each row leaves as soon as it emits `</s>` or reaches its `max_new_tokens`, and each request is
 answered as soon as its rows are done (`execute` returns None; responses go out through the
 request's response sender, from the scheduler's responder thread).
 
@@ -31,8 +31,8 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, LAST_HIDDEN_STATE, MAX_NEW_TOKENS,
-                            OUTPUT_IDS, OUTPUT_LENGTHS, OUTPUT_SCORES)
+from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, MAX_NEW_TOKENS, OUTPUT_IDS,
+                            OUTPUT_LENGTHS, OUTPUT_SCORES)
 from contract.parameters import GreedyParameters
 from runtime.arrays import NumpyArrays, TorchArrays
 from runtime.greedy import Sequence, Tensors, collect, split_feed
@@ -150,10 +150,10 @@ class TritonPythonModel:
             session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
             run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
         if p.encoder_graph and encode is None:  # the decoder through BLS, the encoder here
-            from runtime.onnx_runtime import open_session, run_graph
-            encoder = open_session(repository_file(args, p.encoder_graph), p.intra_op_threads)
-            encode = lambda ids, mask: run_graph(encoder, {INPUT_IDS: ids, ATTENTION_MASK: mask},  # noqa: E731
-                                                 [LAST_HIDDEN_STATE])[LAST_HIDDEN_STATE]
+            from functools import partial
+
+            from runtime.onnx_runtime import encode_with, open_session
+            encode = partial(encode_with, open_session(repository_file(args, p.encoder_graph), p.intra_op_threads))
         self.metrics = SchedulerMetrics()
         self.scheduler = DecodeScheduler(
             run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
