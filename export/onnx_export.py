@@ -29,7 +29,7 @@ from contract.tokens import TokenIds
 from export import source_key
 from export.demo_model import is_demo
 from export.validate import ATOL, RTOL, validate_export
-from contract.names import CHECKPOINT, DECODER, DECODER_INIT, ENCODER, GRAPH, MANIFEST, TOKENIZER_FILE, version_file
+from contract.names import DECODER, DECODER_INIT, ENCODER, GRAPH, MANIFEST, TOKENIZER_FILE, version_file
 
 TASK = "text2text-generation-with-past"
 GRAPHS = {ENCODER: "encoder_model.onnx", DECODER: "decoder_model_merged.onnx"}
@@ -151,18 +151,6 @@ def installed_manifest(manifest: dict, precision: str) -> dict:
     elif precision != "fp32":
         raise ValueError(f"the ONNX graphs are installed in fp32 or int8, not {precision!r}")
     return {**manifest, "precision": precision}
-
-
-def install_checkpoint(model: str, repository: Path) -> Path:
-    """The checkpoint's config and weights (safetensors, whatever layout it came in) where
-    `t5_greedy`'s torch executor loads them."""
-    from transformers import T5ForConditionalGeneration
-
-    target = repository / CHECKPOINT
-    if target.exists():
-        shutil.rmtree(target)
-    T5ForConditionalGeneration.from_pretrained(model).save_pretrained(target, safe_serialization=True)
-    return target
 
 
 def install_tokenizer(workdir: Path, repository: Path) -> Path:

@@ -18,9 +18,7 @@ from pathlib import Path
 from contract.files import BUILD, REPOSITORY, generated_files, is_generated
 from contract.names import SEED_MODEL
 from export import DEFAULT_WORKDIR, workdir_for
-from export.onnx_export import export_model, failure, install, install_checkpoint
 from export.precision import ALL_PRECISIONS, PRECISIONS, TORCH_DTYPES, check_precision
-from export.quantize import quantize_export
 from export.validate import ATOL, RTOL, ValidationError
 from serving.repository import EXECUTORS, TARGETS, write_repository
 
@@ -39,13 +37,17 @@ def build(model: str, repository: Path, target: str = "cpu", workdir: Path = DEF
     graphs = _graph_precision(target, check_precision(target, precision), executor)
     if precision is not None and executor == "torch":
         config_options.setdefault("dtype", TORCH_DTYPES[precision])
-    exported = workdir_for(model, workdir)
-    export_model(model, exported, *tolerance)
-    if graphs == "int8":
-        quantize_export(model, exported)
-    manifest = install(exported, repository, graphs)
-    if executor == "torch":
-        install_checkpoint(model, repository)
+    if executor == "torch":  # runs the checkpoint itself: no ONNX export (export.checkpoint)
+        from export.checkpoint import install_for_torch
+        manifest = install_for_torch(model, repository, config_options.get("dtype") or TARGETS[target].dtype)
+    else:
+        from export.onnx_export import export_model, install
+        from export.quantize import quantize_export
+        exported = workdir_for(model, workdir)
+        export_model(model, exported, *tolerance)
+        if graphs == "int8":
+            quantize_export(model, exported)
+        manifest = install(exported, repository, graphs)
     write_repository(repository, target, **config_options)
     return manifest
 
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build(args.model, args.repository, args.target, args.workdir, (args.atol, args.rtol),
                          args.precision, executor=args.executor)
     except (ValidationError, OSError) as error:
+        from export.onnx_export import failure
         print(failure(args.model, error), file=sys.stderr)
         return 1
     except ValueError as error:  # a precision the target cannot serve, a model that is not T5

@@ -124,6 +124,20 @@ def test_tensor_names_match_the_onnx_graphs(repository, manifest, export_dir, ta
         assert [t.name for t in config.output] == [o.name for o in graph.output]
 
 
+def test_the_checkpoints_signatures_are_the_onnx_graphs(manifest, checkpoint):
+    """The torch executor's repository describes the encoder and decoder from the checkpoint's
+    config alone (`export.checkpoint`): the same names, types, shapes and order as the graphs
+    Optimum exports, so both paths write the same t5_greedy and t5_encoder configs."""
+    from transformers import AutoConfig
+
+    from export.checkpoint import graph_signatures
+
+    from_config = graph_signatures(AutoConfig.from_pretrained(checkpoint))
+    for name, signature in from_config.items():
+        for side in ("inputs", "outputs"):
+            assert list(signature[side].items()) == list(manifest["graphs"][name][side].items()), (name, side)
+
+
 def strings(config: mc.ModelConfig) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 

@@ -43,6 +43,31 @@ def test_the_repository_runs_the_checkpoint_in_t5_encoder_and_t5_greedy(torch_se
         assert (p.executor, p.checkpoint, p.device, p.dtype) == ("torch", CHECKPOINT, "cpu", "float32"), model
     assert params("t5_greedy", GreedyParameters).decoder_mode == "in_process"
     assert (repository / CHECKPOINT / "model.safetensors").is_file()
+    # Nothing exported: export.checkpoint installs the checkpoint as it is.
+    assert not list(repository.rglob("*.onnx"))
+
+
+def test_a_direct_decoder_step_says_there_is_no_graph(torch_served):
+    """t5_decoder stays served (its folder holds code) but has no graph to open: a direct call
+    gets an error naming why, and the server keeps answering."""
+    import tritonclient.grpc as grpcclient
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+    from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+    repository, client = torch_served
+    config = text_format.Parse((repository / "t5_decoder" / "config.pbtxt").read_text(), mc.ModelConfig())
+    inputs = []
+    for tensor in config.input:
+        dtype = mc.DataType.Name(tensor.data_type)[len("TYPE_"):]
+        dtype = {"STRING": "BYTES"}.get(dtype, dtype)
+        data = np.zeros([1 if d == -1 else d for d in tensor.dims], dtype=triton_to_np_dtype(dtype))
+        inputs.append(grpcclient.InferInput(tensor.name, list(data.shape), dtype))
+        inputs[-1].set_data_from_numpy(data)
+    with grpcclient.InferenceServerClient(client.url) as raw:
+        with pytest.raises(InferenceServerException, match="built for the torch executor"):
+            raw.infer("t5_decoder", inputs)
+    assert client.health()["ready"]
 
 
 def test_single_requests_match_generate(torch_served, prompts, hf_model):

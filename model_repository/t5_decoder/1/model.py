@@ -4,8 +4,11 @@ for, so later steps do not send the unchanged cross-attention keys and values ba
 
 With `lazy_session` (where `t5_greedy` runs the decoder in its own process) the session opens
 on the first request, so the weights are not held twice, and ONNX Runtime is imported only then
-(the GPU image has none)."""
+(the GPU image has none). A repository built for the torch executor holds the checkpoint and no
+graph (`export.checkpoint`): there every call is answered with an error saying so."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from contract.parameters import GraphParameters
 from runtime.triton_utils import error_response, input_array, model_file, response
@@ -20,6 +23,10 @@ class TritonPythonModel:
             self.open()
 
     def open(self) -> None:
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"{self.path} not found: this repository was built for the torch executor, "
+                                    "which runs the checkpoint and exports no decoder graph; build it with "
+                                    "the onnxruntime executor to call decoder steps directly")
         from runtime.onnx_runtime import open_session, run_graph
         self.run_graph = run_graph
         self.session = open_session(self.path, self.threads)
@@ -28,7 +35,10 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         if self.session is None:
-            self.open()
+            try:
+                self.open()
+            except FileNotFoundError as error:
+                return [error_response(str(error), invalid=False) for _ in requests]
         responses = []
         for request in requests:
             feed = {name: input_array(request, name) for name in self.input_names}
