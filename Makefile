@@ -21,7 +21,7 @@ include loadtest/loadtest.mk
 PRECISION ?=
 PRECISION_ARG = $(if $(PRECISION),--precision $(PRECISION))
 
-.PHONY: help setup demo-model export repository engines serve test test-unit test-deploy bench gpu-check clean
+.PHONY: help setup demo-model export repository engines serve test test-unit test-deploy bench gpu-check gpu-kit clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -67,6 +67,10 @@ bench: setup  ## serving benchmark vs transformers, optimum and CTranslate2 on t
 
 gpu-check: setup  ## on a GPU machine: gpu-torch served fp32/bf16 vs generate (agreement, latency, answers/s); docs/gpu-check.md
 	$(PYTHON) -m bench.gpu_check $(PRECISION_ARG)
+
+KIT_PYTHON ?= 3.12
+gpu-kit: setup  ## gpu-check for a GPU machine without network: build/t5qa-gpu-kit.tar.xz (< 60 MB); there: t5qa-gpu-kit/run
+	$(PYTHON) -m bench.gpu_kit --python-version $(KIT_PYTHON)
 
 clean:  ## remove generated models, exports and configs (contract/files.py lists them; keeps .venv)
 	if [ -x $(PYTHON) ]; then $(PYTHON) -m serving.pipeline clean --repository $(REPOSITORY) --build build; \

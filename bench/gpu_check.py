@@ -15,16 +15,20 @@ batch 1, answers/s at batch 16 and 64). Where onnxruntime-gpu or TensorRT are in
 measures those executors in-process (`bench.gpu_executors`). Writes docs/gpu-check.md and
 docs/gpu-check.json.
 
-Needs a CUDA build of PyTorch in .venv (`make setup` pins torch==2.13.0, which is CPU-only from
-this project's index; on the GPU machine: `.venv/bin/pip install torch==2.13.0 --index-url
-https://download.pytorch.org/whl/cu126`). `--device cpu --size tiny` runs the whole script on the
-CPU on a tiny model (the cpu target with the torch executor): what `make test` checks of it
-(tests/server/test_gpu_check.py).
+On a GPU machine without network or .venv, run it from the kit that `make gpu-kit` builds here
+(`bench.gpu_kit`: `tar -xJf t5qa-gpu-kit.tar.xz && t5qa-gpu-kit/run`), which needs only Python with
+PyTorch (CUDA), transformers and tokenizers there. In a checkout, `make gpu-check` needs a CUDA build
+of PyTorch in .venv (`make setup` pins torch==2.13.0, CPU-only from this project's index:
+`.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126`).
+`--device cpu --size tiny` runs the whole script on the CPU on a tiny model (the cpu target with
+the torch executor): `make test` runs it so from the kit, in a fresh venv holding only what the
+GPU machine has (tests/server/test_gpu_check.py).
 Not run on a GPU yet: no GPU has been available to this project.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import shutil
 import statistics
@@ -163,7 +167,8 @@ def measure_generate(model, question: np.ndarray, new: int, runs: int, device: s
 def report(results: dict) -> str:
     lines = ["# GPU check", "", f"`python -m bench.gpu_check {' '.join(results['argv'])}` on {results['device_name']}; "
              f"checkpoint {results['checkpoint']} (random weights); question of {results['question_tokens']} tokens, "
-             f"{results['new_tokens']} new tokens; agreement on {results['prompts']} SQuAD 2.0 dev prompts.", "",
+             f"{results['new_tokens']} new tokens; agreement on {results['prompts']} SQuAD 2.0 dev prompts; "
+             + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
              "| system | identical answers | token agreement | p50 ms (c=1) | server GPU MiB | server RSS MiB |",
              "|---|---|---|---|---|---|"]
     for r in results["served"]:
@@ -221,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = {"argv": sys.argv[1:] if argv is None else argv, "checkpoint": str(checkpoint),
                "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "CPU (dry run)",
-               "new_tokens": args.new_tokens, "served": [], "generate": [], "executors": [], "skipped": []}
+               "new_tokens": args.new_tokens, "served": [], "generate": [], "executors": [], "skipped": [],
+               "versions": {name: importlib.metadata.version(name) for name in ("torch", "transformers", "numpy")}}
     prompts = PromptEncoder.from_tokenizer(load_tokenizer(str(checkpoint)))
     pairs = [p for p in squad_pairs(4 * args.prompts, stride=3) if len(prompts.encode(*p)) <= prompts.max_tokens]
     inputs = [np.array([prompts.encode(*p)]) for p in pairs[: args.prompts]]
@@ -246,11 +252,22 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             system.stop()
     if args.device == "cuda":
-        from bench.gpu_executors import measure
-        rows, skipped = measure(workdir_for(str(checkpoint), args.workdir / "onnx"), token_ids, question,
-                                np.repeat(question, 16, axis=0), np.array(reference[asked]), args.new_tokens,
-                                args.runs, args.precision, lambda fn, runs: timed_ms(fn, runs, "cuda"))
-        results["executors"], results["skipped"] = rows, skipped
+        from bench.gpu_executors import accelerated, measure
+        try:  # the served path needs no ONNX; these executors run the exported graphs
+            from export.onnx_export import export_model
+        except ImportError as error:
+            export_model = None
+            results["skipped"].append(f"in-process ONNX Runtime CUDA and TensorRT executors: no ONNX exporter ({error})")
+        if not accelerated():
+            results["skipped"].append("in-process ONNX Runtime CUDA and TensorRT executors: neither onnxruntime-gpu "
+                                      "nor tensorrt is installed")
+        elif export_model is not None:
+            exported = workdir_for(str(checkpoint), args.workdir / "onnx")
+            export_model(str(checkpoint), exported)
+            rows, skipped = measure(exported, token_ids, question, np.repeat(question, 16, axis=0),
+                                    np.array(reference[asked]), args.new_tokens, args.runs, args.precision,
+                                    lambda fn, runs: timed_ms(fn, runs, "cuda"))
+            results["executors"], results["skipped"] = rows, results["skipped"] + skipped
     else:
         results["skipped"].append("in-process ONNX Runtime CUDA and TensorRT executors: no GPU (dry run)")
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,18 @@ class TensorRTGraph:
         return {name: results[name] for name in outputs}
 
 
+def accelerated() -> list[str]:
+    """The accelerated runtimes installed here: ONNX Runtime's CUDA EP, TensorRT."""
+    import importlib.util
+
+    try:
+        import onnxruntime as ort
+        found = ["onnxruntime CUDA"] if "CUDAExecutionProvider" in ort.get_available_providers() else []
+    except ImportError:
+        found = []
+    return found + (["TensorRT"] if importlib.util.find_spec("tensorrt") else [])
+
+
 def measure(workdir: Path, token_ids: TokenIds, single: np.ndarray, batch16: np.ndarray, reference: np.ndarray,
             new: int, runs: int, precision: str, timed: Callable) -> tuple[list[tuple], list[str]]:
     """The ONNX Runtime CUDA and TensorRT paths, where installed."""

@@ -5,7 +5,8 @@ supervisor (`serving.supervisor`), by the load tests and by the tests.
 The Python backend's stub must embed this virtual environment's Python (numpy<2, onnxruntime,
 and this project, installed editable by `make setup`: the embedded interpreter ignores
 `PYTHONPATH`): the 3.11 stub is copied into the backend folder, the venv's `bin` goes first on
-`PATH`, and `LD_LIBRARY_PATH` holds the wheel's libraries and Python's LIBDIR.
+`PATH`, and `LD_LIBRARY_PATH` holds the wheel's libraries and Python's LIBDIR. With
+`$T5QA_TRITON_HOME` set (`make gpu-check`'s offline kit) the server is taken from there instead.
 
 Security defaults:
   * Model control mode is `none`: the repository is loaded once, at start; nothing can load,
@@ -40,10 +41,20 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytriton
+TRITON_HOME_ENV = "T5QA_TRITON_HOME"  # the GPU kit's copy (bench.gpu_kit); else nvidia-pytriton's
 
-TRITON_HOME = Path(pytriton.__file__).parent / "tritonserver"
-LIBS = Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs"
+
+def _site() -> Path:
+    """The folder holding `pytriton/tritonserver` and `nvidia_pytriton.libs` (the binaries find
+    their libraries by relative paths, so the kit keeps this layout)."""
+    if os.environ.get(TRITON_HOME_ENV):
+        return Path(os.environ[TRITON_HOME_ENV])
+    import pytriton
+    return Path(pytriton.__file__).parents[1]
+
+
+TRITON_HOME = _site() / "pytriton" / "tritonserver"
+LIBS = _site() / "nvidia_pytriton.libs"
 STUB_NAME = "triton_python_backend_stub"
 SHM_PREFIX = "triton_python_backend_shm_region_"
 
