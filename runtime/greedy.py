@@ -121,9 +121,11 @@ class DecodeBatch:
         self.calls += 1
         running = self._choose(new, out["logits"][:, -1, :])
         keep = [i for i, still in enumerate(running) if still]
-        if keep:
-            cache = {n: out[self._sig.present(n)][keep] for n in self._sig.past_names}
-            self._join([new[i] for i in keep], cache, mask[keep])
+        if keep:  # indexing copies (~30 ms for two t5-base rows' cross cache): only when a row is done
+            every = len(keep) == len(new)
+            cache = {n: out[self._sig.present(n)] if every else out[self._sig.present(n)][keep]
+                     for n in self._sig.past_names}
+            self._join([new[i] for i in keep], cache, mask if every else mask[keep])
         return [row for row, still in zip(new, running) if not still]
 
     def step(self) -> list[Sequence]:
