@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from contract.graphs import DecoderSignature
-from contract.limits import TRIM_COLUMNS
+from contract.limits import CROSS_WIDTH_STEP, MAX_INPUT_TOKENS, TRIM_COLUMNS
 from contract.tokens import TokenIds
 from runtime.arrays import NumpyArrays
 
@@ -75,8 +75,10 @@ class DecodeBatch:
     uses is trimmed as soon as it is worth a copy (`TRIM_COLUMNS`): the self-attention cache's
     oldest columns (every row lives at most its limit of steps, so the past stays within the
     longest limit plus `TRIM_COLUMNS`, however long rows keep joining), and the cross-attention
-    cache's widest columns once the rows that needed them left. Memory and step cost follow the
-    rows being decoded, not the history of the batch."""
+    cache's widest columns once the rows that needed them left. The cross-attention cache grows
+    and shrinks in steps of `CROSS_WIDTH_STEP` columns (`cross_width`), so that rows of similar
+    lengths come and go without copying it. Memory and step cost follow the rows being decoded,
+    not the history of the batch."""
 
     def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, arrays=None,
                  on_logits: LogitsHook | None = None):
@@ -186,8 +188,10 @@ class DecodeBatch:
             for n in self._sig.self_names:
                 self._cache[n] = xp.contiguous(self._cache[n][:, :, first:])
         width = self._encoder_mask.shape[1]
-        end = int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1  # trailing encoder padding
-        if width - end >= max(TRIM_COLUMNS, width // 4):
+        end = cross_width(int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1)  # trailing padding
+        # A copy of every row's cross cache (~40 ms per 16 MB layer tensor at batch 16) pays for
+        # itself over many steps only when it halves the width: rarely trimmed, and then for good.
+        if width - end >= max(2 * CROSS_WIDTH_STEP, width // 2):
             self._encoder_mask = np.ascontiguousarray(self._encoder_mask[:, :end])
             for n in self._sig.cross_names:
                 self._cache[n] = xp.contiguous(self._cache[n][:, :, :end])
@@ -216,7 +220,8 @@ class DecodeBatch:
             self._cache = {}
             return
         first = int(self._decoder_mask.any(axis=0).argmax())  # leading all-padding columns
-        end = int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1  # trailing encoder padding
+        used = int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1  # before trailing padding
+        end = min(cross_width(used), self._encoder_mask.shape[1])
         self._decoder_mask = self._decoder_mask[:, first:]
         self._encoder_mask = self._encoder_mask[:, :end]
         for n in self._sig.self_names:
@@ -234,7 +239,7 @@ class DecodeBatch:
             return
         xp = self._xp
         if encoder_mask.shape[1] > self._encoder_mask.shape[1]:  # widen everything (copies)
-            width = encoder_mask.shape[1]
+            width = cross_width(encoder_mask.shape[1])
             self._encoder_mask = NumpyArrays.pad(self._encoder_mask, 1, width)
             for n in self._sig.cross_names:
                 self._cache[n] = xp.pad(self._cache[n], 2, width)
@@ -266,6 +271,12 @@ class DecodeBatch:
         self._encoder_mask = np.concatenate([self._encoder_mask, NumpyArrays.pad(encoder_mask[extra], 1, width)])
         self.slots += rows[placed:]
         self._last = np.concatenate([self._last, [r.tokens[-1] for r in rows[placed:]]]).astype(np.int64)
+
+
+def cross_width(columns: int) -> int:
+    """The cross-attention cache's width for rows needing `columns`: the next multiple of
+    CROSS_WIDTH_STEP, not beyond MAX_INPUT_TOKENS (the widest any engine profile takes)."""
+    return max(columns, min(-(-columns // CROSS_WIDTH_STEP) * CROSS_WIDTH_STEP, MAX_INPUT_TOKENS))
 
 
 @dataclass
