@@ -1,6 +1,7 @@
 """The in-process executors other than PyTorch, measured by `make gpu-check` when the machine
 has them: our decode loop over the ONNX graphs on ONNX Runtime's CUDA execution provider
-(onnxruntime-gpu; host arrays between steps), and over TensorRT engines with the cache kept on
+(onnxruntime-gpu, IO binding through `runtime.onnx_runtime.BoundGraph`: the cache stays on the
+GPU), and over TensorRT engines with the cache kept on
 the GPU as PyTorch tensors (`runtime.arrays.TorchArrays`; the gpu-tensorrt target's path without
 Triton around it). Each returns rows of (path, batch-1 ms, batch-16 ms, tokens equal to fp32
 `generate`) and the reasons for what it skipped. Not run yet: no GPU has been available."""
@@ -14,7 +15,7 @@ import numpy as np
 
 from contract.graphs import DecoderSignature
 from contract.tokens import TokenIds
-from runtime.arrays import NumpyArrays, TorchArrays
+from runtime.arrays import TorchArrays
 from runtime.greedy import greedy_generate, split_feed
 
 
@@ -69,23 +70,23 @@ def measure(workdir: Path, token_ids: TokenIds, single: np.ndarray, batch16: np.
             new: int, runs: int, precision: str, timed: Callable) -> tuple[list[tuple], list[str]]:
     """The ONNX Runtime CUDA and TensorRT paths, where installed."""
     rows, skipped = [], []
-    import onnxruntime as ort
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        options = ort.SessionOptions()
-        encoder = ort.InferenceSession(str(workdir / "encoder_model.onnx"), options, providers=["CUDAExecutionProvider"])
-        decoder = ort.InferenceSession(str(workdir / "decoder_model_merged.onnx"), options,
-                                       providers=["CUDAExecutionProvider"])
-        signature = DecoderSignature.from_inputs({i.name: i.shape for i in decoder.get_inputs()})
+    if "onnxruntime CUDA" in accelerated():
+        import torch
+
+        from runtime.onnx_runtime import BoundGraph, encode_with, open_session
+        encoder = open_session(str(workdir / "encoder_model.onnx"), device="cuda")
+        decoder = BoundGraph(str(workdir / "decoder_model_merged.onnx"), device="cuda")
+        signature = DecoderSignature.from_inputs({i.name: i.shape for i in decoder.session.get_inputs()})
 
         def ours_ort(ids: np.ndarray) -> np.ndarray:
-            states = encoder.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
-            run = lambda feed, outputs: dict(zip(outputs, decoder.run(outputs, feed)))  # noqa: E731
-            return greedy_generate(run, signature, token_ids, states, np.ones_like(ids), np.full(len(ids), new),
-                                   arrays=NumpyArrays()).tokens
+            states = torch.from_numpy(encode_with(encoder, ids, np.ones_like(ids))).cuda()
+            return greedy_generate(decoder, signature, token_ids, states, np.ones_like(ids), np.full(len(ids), new),
+                                   arrays=TorchArrays()).tokens
 
         tokens = ours_ort(single)[0]
-        rows.append(("our loop, ONNX Runtime CUDA EP, fp32", timed(lambda: ours_ort(single), runs),
-                     timed(lambda: ours_ort(batch16), runs), np.array_equal(tokens, reference)))
+        rows.append(("our loop, ONNX Runtime CUDA EP + IO binding, fp32, cache on the GPU",
+                     timed(lambda: ours_ort(single), runs), timed(lambda: ours_ort(batch16), runs),
+                     np.array_equal(tokens, reference)))
     else:
         skipped.append("ONNX Runtime CUDA EP: onnxruntime-gpu is not installed")
 

@@ -1,6 +1,8 @@
 """ONNX Runtime sessions for the T5 graphs, shared by the CPU-target Python models and the
-exporter's validation, so both run the graphs with the same settings; and the one copy of the
-token embedding that the encoder and decoder graphs of one process can share (`shared_embedding`)."""
+exporter's validation, so both run the graphs with the same settings; the one copy of the token
+embedding that the encoder and decoder graphs of one process can share (`shared_embedding`); and
+`BoundGraph`, a graph run on PyTorch tensors with IO binding, which keeps the decode loop's
+states and caches on the GPU with ONNX Runtime's CUDA EP (onnxruntime-gpu)."""
 from __future__ import annotations
 
 import os
@@ -13,10 +15,23 @@ from contract.names import ATTENTION_MASK, INPUT_IDS, LAST_HIDDEN_STATE
 from runtime.greedy import Tensors
 
 
+def providers_for(device: str) -> list:
+    """ONNX Runtime's execution providers for a torch-style device ("cpu", "cuda", "cuda:N")."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind != "cuda":
+        raise ValueError(f"unknown device {device!r}: cpu or cuda[:N]")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError(f"onnxruntime {ort.__version__} has no CUDA execution provider: install onnxruntime-gpu")
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+
+
 def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1,
-                 initializers: dict[str, ort.OrtValue] | None = None) -> ort.InferenceSession:
-    """A CPU session with full graph optimisation; 0 threads means one per available core.
-    `initializers` replace the graph's own by name, without a copy (the caller keeps them alive)."""
+                 initializers: dict[str, ort.OrtValue] | None = None, device: str = "cpu") -> ort.InferenceSession:
+    """A session with full graph optimisation on `device` (`providers_for`); 0 threads means one
+    per available core. `initializers` replace the graph's own by name, without a copy (the
+    caller keeps them alive)."""
     options = ort.SessionOptions()
     for name, value in (initializers or {}).items():
         options.add_initializer(name, value)
@@ -30,7 +45,7 @@ def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
     # Runtime's CPU arena keeps every size it ever served and grew without bound under load
     # (soak: greedy stub 1 -> 7 GB in 10 min). Plain allocations return memory instead.
     options.enable_cpu_mem_arena = False
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, sess_options=options, providers=providers_for(device))
 
 
 def shared_embedding(encoder_path: str, decoder_path: str) -> tuple[str, str, ort.OrtValue] | None:
@@ -109,3 +124,38 @@ class OrtSeq2Seq:
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return encode_with(self.encoder, input_ids, attention_mask)
+
+
+class BoundGraph:
+    """A graph run on PyTorch tensors with IO binding: tensor inputs are bound where they are
+    through DLPack (no copy), NumPy ones (masks, the branch flag) as host values, and the outputs
+    are allocated by ONNX Runtime on the session's device and handed back as tensors through
+    DLPack. With the CUDA EP the decode loop's states, caches and logits stay on the GPU from the
+    first step to the last; on the CPU EP the same code runs, which is how `make test` checks it.
+    A `RunGraph` for `runtime.greedy` with `runtime.arrays.TorchArrays`."""
+
+    def __init__(self, path: str, device: str = "cpu", intra_op_threads: int = 0):
+        import torch
+
+        self.torch, self.device = torch, torch.device(device)
+        self.session = open_session(path, intra_op_threads, device=device)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, feed: Tensors, outputs: list[str]) -> Tensors:
+        binding = self.session.io_binding()
+        held = []  # the bound buffers, alive until the run is over
+        for name in self.inputs:
+            value = feed[name]
+            if isinstance(value, self.torch.Tensor):
+                value = value.contiguous()
+                held.append(value)
+                binding.bind_ortvalue_input(name, ort.OrtValue.from_dlpack(value))
+            else:
+                held.append(np.ascontiguousarray(value))
+                binding.bind_cpu_input(name, held[-1])
+        for name in outputs:
+            binding.bind_output(name, self.device.type, self.device.index or 0)
+        if self.device.type == "cuda":
+            self.torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch's stream
+        self.session.run_with_iobinding(binding)
+        return {name: self.torch.from_dlpack(value) for name, value in zip(outputs, binding.get_outputs())}

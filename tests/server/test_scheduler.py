@@ -233,6 +233,38 @@ def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
     np.testing.assert_allclose(ours.scores, numpy_path.scores, atol=1e-5)
 
 
+def test_io_binding_executor_matches_generate(export_dir, runtime, prompts, hf_model, tokens):
+    """`runtime.onnx_runtime.BoundGraph` (IO binding on torch tensors: what keeps the cache on
+    the GPU with ONNX Runtime's CUDA EP), here on the CPU EP: generate's tokens, the NumPy path's
+    scores, and the cache it hands back is torch tensors (no copy through NumPy)."""
+    import torch
+
+    from runtime.arrays import TorchArrays
+    from runtime.greedy import greedy_generate
+    from runtime.onnx_runtime import BoundGraph
+
+    bound = BoundGraph(str(export_dir / "decoder_model_merged.onnx"))
+    calls = []
+
+    def run(feed, outputs):
+        result = bound(feed, outputs)
+        calls.append(all(isinstance(v, torch.Tensor) for v in result.values()))
+        return result
+
+    ids, mask = prompts.encode_batch(PAIRS[30:38])
+    states = runtime.encode(ids, mask)
+    ours = greedy_generate(run, runtime.signature, tokens, torch.from_numpy(states), mask, np.full(len(ids), 32),
+                           arrays=TorchArrays())
+    numpy_path = greedy_generate(runtime.run_decoder, runtime.signature, tokens, states, mask, np.full(len(ids), 32))
+    reference = hf_generate(hf_model, ids, mask, 32)
+    for row in range(len(ids)):
+        length = ours.lengths[row]
+        assert ours.tokens[row, :length].tolist() == reference[row, :length].tolist()
+        assert not reference[row, length:].any()
+    np.testing.assert_allclose(ours.scores, numpy_path.scores, atol=1e-5)
+    assert calls and all(calls)
+
+
 def test_split_decoder_graphs_match_generate(export_dir, runtime, prompts, hf_model, tokens):
     """The two decoder graphs TensorRT builds from (first step, later steps), routed as
     `t5_greedy` routes them on the gpu-tensorrt target, give generate's tokens."""

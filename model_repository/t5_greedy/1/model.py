@@ -145,6 +145,9 @@ class TritonPythonModel:
             self.graphs = OrtSeq2Seq(repository_file(args, p.encoder_graph), repository_file(args, p.decoder_graph),
                                      p.intra_op_threads, share_embedding=True)
             run, encode = self.graphs.run_decoder, self.graphs.encode
+        elif p.decoder_mode == "in_process" and self.on_device:  # ORT's CUDA EP, cache on the GPU
+            from runtime.onnx_runtime import BoundGraph  # needs onnxruntime-gpu in the image
+            run = BoundGraph(repository_file(args, p.decoder_graph), p.device, p.intra_op_threads)
         elif p.decoder_mode == "in_process":
             from runtime.onnx_runtime import open_session, run_graph
             session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
