@@ -18,15 +18,16 @@ Outputs per row: new token ids (`</s>` included when emitted), their count, thei
 log-probability.
 
 `decoder_mode` (`contract.parameters.GreedyParameters`) says where the step runs: `in_process`
-runs it here, with no copy of the cache between processes, through its `executor`: the decoder
-graph on ONNX Runtime (cpu), or the checkpoint's own decoder on PyTorch (`runtime.torch_t5`:
-states and caches stay on its device, GPU or CPU); `bls` calls the decoder model(s) through BLS,
-with device tensors exchanged through DLPack.
+runs it here, with no copy of the cache between processes, through its `executor`
+(`runtime.executors`: the decoder graph on ONNX Runtime, CPU or CUDA EP, or the checkpoint's own
+decoder on PyTorch; states and caches stay on their device); `bls` calls the decoder model(s)
+through BLS, with device tensors exchanged through DLPack.
 """
 from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -34,7 +35,7 @@ import triton_python_backend_utils as pb_utils
 from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, MAX_NEW_TOKENS, OUTPUT_IDS,
                             OUTPUT_LENGTHS, OUTPUT_SCORES)
 from contract.parameters import GreedyParameters
-from runtime.arrays import NumpyArrays, TorchArrays
+from runtime.executors import open_executor
 from runtime.greedy import Sequence, Tensors, collect, split_feed
 from runtime.scheduler import DecodeScheduler, QueueFull
 from runtime.triton_utils import InvalidRequest, error_response, input_array, repository_file, response
@@ -134,29 +135,9 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         self.params = p = GreedyParameters.from_args(args)
         self.on_device = not p.cpu_only_inputs
-        self.torch_executor = p.decoder_mode == "in_process" and p.executor == "torch"
-        self.arrays = TorchArrays() if self.on_device or self.torch_executor else NumpyArrays()
-        run, encode = self.run_decoder_bls, None
-        if self.torch_executor:
-            from runtime.torch_t5 import TorchDecoder
-            run = TorchDecoder(repository_file(args, p.checkpoint), p.signature, p.device, p.dtype, p.intra_op_threads)
-        elif p.decoder_mode == "in_process" and p.encoder_graph:  # cpu: both graphs here, one embedding
-            from runtime.onnx_runtime import OrtSeq2Seq  # not in the GPU image
-            self.graphs = OrtSeq2Seq(repository_file(args, p.encoder_graph), repository_file(args, p.decoder_graph),
-                                     p.intra_op_threads, share_embedding=True)
-            run, encode = self.graphs.run_decoder, self.graphs.encode
-        elif p.decoder_mode == "in_process" and self.on_device:  # ORT's CUDA EP, cache on the GPU
-            from runtime.onnx_runtime import BoundGraph  # needs onnxruntime-gpu in the image
-            run = BoundGraph(repository_file(args, p.decoder_graph), p.device, p.intra_op_threads)
-        elif p.decoder_mode == "in_process":
-            from runtime.onnx_runtime import open_session, run_graph
-            session = open_session(repository_file(args, p.decoder_graph), p.intra_op_threads)
-            run = lambda feed, outputs: run_graph(session, feed, outputs)  # noqa: E731
-        if p.encoder_graph and encode is None:  # the decoder through BLS, the encoder here
-            from functools import partial
-
-            from runtime.onnx_runtime import encode_with, open_session
-            encode = partial(encode_with, open_session(repository_file(args, p.encoder_graph), p.intra_op_threads))
+        executor = open_executor(p, partial(repository_file, args), self.on_device)
+        self.arrays = executor.arrays
+        run, encode = executor.run or self.run_decoder_bls, executor.encode
         self.metrics = SchedulerMetrics()
         self.scheduler = DecodeScheduler(
             run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
@@ -197,7 +178,7 @@ class TritonPythonModel:
         if self.on_device:
             return self.from_triton(tensor).clone()
         states = np.array(tensor.as_numpy())
-        return self.arrays.torch.from_numpy(states) if self.torch_executor else states
+        return self.arrays.torch.from_numpy(states) if self.arrays.name == "torch" else states
 
     def host(self, request, name: str) -> np.ndarray | None:
         """A small input as a host array, wherever Triton placed it."""
