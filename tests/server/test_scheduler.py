@@ -209,49 +209,15 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         assert not reference[len(sequence.tokens):].any()
 
 
-def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
-    """The GPU targets' array path (PyTorch tensors, kept on the device there), here on the
-    CPU: states, cache and logits are torch tensors end to end; tokens and scores match."""
+def assert_torch_path_matches_generate(run, runtime, prompts, hf_model, tokens, pairs) -> None:
+    """`run` as the decode loop's step on the PyTorch-tensor path (`TorchArrays`: states, cache
+    and logits are torch tensors end to end): generate's tokens, the NumPy path's scores."""
     import torch
 
     from runtime.arrays import TorchArrays
     from runtime.greedy import greedy_generate
 
-    def run_torch(feed, outputs):  # the decoder graph behind a torch interface, as BLS+DLPack gives it
-        host = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()}
-        return {k: torch.from_numpy(v) for k, v in runtime.run_decoder(host, outputs).items()}
-
-    ids, mask = prompts.encode_batch(PAIRS[10:16])
-    states = torch.from_numpy(runtime.encode(ids, mask))
-    ours = greedy_generate(run_torch, runtime.signature, tokens, states, mask, np.full(len(ids), 32), arrays=TorchArrays())
-    numpy_path = greedy_generate(runtime.run_decoder, runtime.signature, tokens, states.numpy(), mask, np.full(len(ids), 32))
-    reference = hf_generate(hf_model, ids, mask, 32)
-    for row in range(len(ids)):
-        length = ours.lengths[row]
-        assert ours.tokens[row, :length].tolist() == reference[row, :length].tolist()
-        assert not reference[row, length:].any()
-    np.testing.assert_allclose(ours.scores, numpy_path.scores, atol=1e-5)
-
-
-def test_io_binding_executor_matches_generate(export_dir, runtime, prompts, hf_model, tokens):
-    """`runtime.onnx_runtime.BoundGraph` (IO binding on torch tensors: what keeps the cache on
-    the GPU with ONNX Runtime's CUDA EP), here on the CPU EP: generate's tokens, the NumPy path's
-    scores, and the cache it hands back is torch tensors (no copy through NumPy)."""
-    import torch
-
-    from runtime.arrays import TorchArrays
-    from runtime.greedy import greedy_generate
-    from runtime.onnx_runtime import BoundGraph
-
-    bound = BoundGraph(str(export_dir / "decoder_model_merged.onnx"))
-    calls = []
-
-    def run(feed, outputs):
-        result = bound(feed, outputs)
-        calls.append(all(isinstance(v, torch.Tensor) for v in result.values()))
-        return result
-
-    ids, mask = prompts.encode_batch(PAIRS[30:38])
+    ids, mask = prompts.encode_batch(pairs)
     states = runtime.encode(ids, mask)
     ours = greedy_generate(run, runtime.signature, tokens, torch.from_numpy(states), mask, np.full(len(ids), 32),
                            arrays=TorchArrays())
@@ -262,6 +228,37 @@ def test_io_binding_executor_matches_generate(export_dir, runtime, prompts, hf_m
         assert ours.tokens[row, :length].tolist() == reference[row, :length].tolist()
         assert not reference[row, length:].any()
     np.testing.assert_allclose(ours.scores, numpy_path.scores, atol=1e-5)
+
+
+def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
+    """The GPU targets' array path (PyTorch tensors, kept on the device there), here on the
+    CPU, with the decoder graph behind a torch interface as BLS + DLPack gives it."""
+    import torch
+
+    def run_torch(feed, outputs):
+        host = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()}
+        return {k: torch.from_numpy(v) for k, v in runtime.run_decoder(host, outputs).items()}
+
+    assert_torch_path_matches_generate(run_torch, runtime, prompts, hf_model, tokens, PAIRS[10:16])
+
+
+def test_io_binding_executor_matches_generate(export_dir, runtime, prompts, hf_model, tokens):
+    """`runtime.onnx_runtime.BoundGraph` (IO binding on torch tensors: what keeps the cache on
+    the GPU with ONNX Runtime's CUDA EP), here on the CPU EP; what it hands back is torch
+    tensors (no copy through NumPy)."""
+    import torch
+
+    from runtime.onnx_runtime import BoundGraph
+
+    bound = BoundGraph(str(export_dir / "decoder_model_merged.onnx"))
+    calls = []
+
+    def run(feed, outputs):
+        result = bound(feed, outputs)
+        calls.append(all(isinstance(v, torch.Tensor) for v in result.values()))
+        return result
+
+    assert_torch_path_matches_generate(run, runtime, prompts, hf_model, tokens, PAIRS[30:38])
     assert calls and all(calls)
 
 
