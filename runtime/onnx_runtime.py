@@ -24,7 +24,9 @@ def providers_for(device: str) -> list:
         raise ValueError(f"unknown device {device!r}: cpu or cuda[:N]")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         raise RuntimeError(f"onnxruntime {ort.__version__} has no CUDA execution provider: install onnxruntime-gpu")
-    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+    # Grow the CUDA arena by what each call asks, not in doubling chunks: decode shapes change every step.
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0), "arena_extend_strategy": "kSameAsRequested"}),
+            "CPUExecutionProvider"]
 
 
 def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1,
