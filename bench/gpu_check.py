@@ -256,12 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the served path needs no ONNX; these executors run the exported graphs
             from export.onnx_export import export_model
         except ImportError as error:
-            export_model = None
-            results["skipped"].append(f"in-process ONNX Runtime CUDA and TensorRT executors: no ONNX exporter ({error})")
+            export_model, missing = None, f"no ONNX exporter ({error})"
         if not accelerated():
-            results["skipped"].append("in-process ONNX Runtime CUDA and TensorRT executors: neither onnxruntime-gpu "
-                                      "nor tensorrt is installed")
-        elif export_model is not None:
+            export_model, missing = None, "neither onnxruntime-gpu nor tensorrt is installed"
+        if export_model is None:
+            results["skipped"].append(f"in-process ONNX Runtime CUDA and TensorRT executors: {missing}")
+        else:
             exported = workdir_for(str(checkpoint), args.workdir / "onnx")
             export_model(str(checkpoint), exported)
             rows, skipped = measure(exported, token_ids, question, np.repeat(question, 16, axis=0),

@@ -123,7 +123,7 @@ class DecodeBatch:
         self.calls += 1
         running = self._choose(new, out["logits"][:, -1, :])
         keep = [i for i, still in enumerate(running) if still]
-        if keep:  # indexing copies (~30 ms for two t5-base rows' cross cache): only when a row is done
+        if keep:  # indexing copies the cache (~29 ms per admission at 16 clients, t5-base): only if a row is done
             every = len(keep) == len(new)
             cache = {n: out[self._sig.present(n)] if every else out[self._sig.present(n)][keep]
                      for n in self._sig.past_names}

@@ -54,7 +54,7 @@ def _site() -> Path:
 
 
 TRITON_HOME = _site() / "pytriton" / "tritonserver"
-LIBS = _site() / "nvidia_pytriton.libs"
+LIBS = TRITON_HOME.parents[1] / "nvidia_pytriton.libs"
 STUB_NAME = "triton_python_backend_stub"
 SHM_PREFIX = "triton_python_backend_shm_region_"
 

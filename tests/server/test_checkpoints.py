@@ -69,6 +69,24 @@ def test_checkpoint_is_laid_out_as_users_bring_it(served):
     assert report["max_abs_logit"] > 100
 
 
+def test_the_torch_executors_install_describes_what_the_export_does(served, tmp_path):
+    """Installed as it is for the torch executor (`export.checkpoint`, no ONNX), every layout
+    gets the signatures its exported graphs have (deeper decoder, d_kv x heads != d_model, ...)
+    and the tokenizer the export installed (converted from spiece.model where that is all)."""
+    from contract.names import DECODER, ENCODER, TOKENIZER_FILE
+    from export.checkpoint import install_for_torch
+
+    _, checkpoint, repository, _, _ = served
+    exported = json.loads((repository / MANIFEST).read_text())
+    installed = install_for_torch(str(checkpoint), tmp_path, "float32")
+    for name in (ENCODER, DECODER):
+        for side in ("inputs", "outputs"):
+            assert list(installed["graphs"][name][side].items()) == list(exported["graphs"][name][side].items())
+    assert installed["token_ids"] == exported["token_ids"]
+    tokenizer = json.loads((tmp_path / TOKENIZER_FILE).read_text())
+    assert tokenizer["model"] == json.loads((repository / TOKENIZER_FILE).read_text())["model"]
+
+
 def test_single_requests_match_the_reference(served, prompts):
     *_, model, client = served
     for index, pair in enumerate(SINGLES):
