@@ -126,8 +126,7 @@ def header(data: dict, command: str) -> list[str]:
         "all cores to one batch) behind a queue that batches whatever requests are waiting, up to 32; (c), (c') and "
         "(c8) are this project's server.",
         "",
-        "![throughput and p95 latency](benchmarks.png)",
-        "",
+        *(["![throughput and p95 latency](benchmarks.png)", ""] if data.get("plotted", True) else []),
         "## Closed loop (each client sends its next request when the last is answered)",
         "",
         (f"Each level is {runs} runs in a row of whole rounds (every client sends the same number of requests). "

@@ -553,8 +553,13 @@ def main() -> None:
     extra.update(prompt_tokens_median=statistics.median(i.shape[1] for i in inputs), repetitions=args.repetitions,
                  duration_s=round(time.monotonic() - began), ctranslate2_version=package_version("ctranslate2"))
     args.output.mkdir(parents=True, exist_ok=True)
+    try:  # matplotlib is a bench requirement (make bench installs it); without it, the tables only
+        plot(rows, args.output / "benchmarks.png")
+        extra["plotted"] = True
+    except ImportError as error:
+        print(f"bench: no plot ({error}); pip install -r requirements/bench.txt for it", file=sys.stderr)
+        extra["plotted"] = False
     (args.output / "benchmarks.json").write_text(json.dumps({"rows": rows, **extra}, indent=2) + "\n")
-    plot(rows, args.output / "benchmarks.png")
     from bench.report import render
     defaults = vars(build_parser().parse_args([]))
     changed = {k for k, v in vars(args).items() if v != defaults[k]} - {"repository"}

@@ -112,3 +112,8 @@ def test_render_shows_every_system_the_spread_and_the_int8_agreement():
         assert f"| {name} | closed c=16 |" in text
     assert "| 2.2 | 2.0–2.4 |" in text and "400–450" in text
     assert "validation.int8_agreement | 0.97" in text and "took 15 minutes" in text and "CTranslate2 4.8.5" in text
+
+
+def test_render_links_the_plot_only_when_one_was_drawn():
+    assert "(benchmarks.png)" in render(bench_data(), "make bench")
+    assert "(benchmarks.png)" not in render({**bench_data(), "plotted": False}, "make bench")
