@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.serving import closed_loop, free_port, process_tree, rss_mb, scheduler_counters
+from bench.serving import closed_loop, free_port, memory_mb, process_tree, scheduler_counters
 from client import QAClient
 from contract.files import REPOSITORY
 from export.tensorrt import PRECISIONS
@@ -144,7 +144,7 @@ def measure_served(served: Served, prompts: list[np.ndarray], reference: list[li
             "mean_batch": round(delta["row_steps"] / iterations, 1),
             "overhead": round(1 - delta["graph_seconds"] / max(delta["busy_seconds"], 1e-9), 3)})
     pids = process_tree(served.server.process.pid)
-    result["server_rss_mib"], result["server_gpu_mib"] = round(rss_mb(pids)), gpu_memory_mib(pids)
+    result["server_rss_mib"], result["server_gpu_mib"] = round(memory_mb(pids)[0]), gpu_memory_mib(pids)
     return result
 
 

@@ -95,8 +95,10 @@ def targets(data: dict) -> list[Target]:
     found.append(ratio_target(f"int8 concurrency {max(levels)}: ≥ CTranslate2 int8 (d') in answers/s",
                               find(rows, "(c8)", top), find(rows, "(d')", top), "answers_per_s", 1.0))
     rss = data["rss_mb"].get("(c) t5_qa, iteration-level batching")
-    label = "server resident memory ≤ 1.3 GB (t5-base fp32)"
-    found.append((label, f"{rss} MB", rss <= 1300) if rss else (label, NOT_MEASURED, None))
+    pss = data.get("pss_mb", {}).get("(c) t5_qa, iteration-level batching")
+    label = "server resident memory ≤ 1.3 GB (t5-base fp32; RSS summed over the processes)"
+    measured = f"{rss} MB" + (f" (PSS {pss} MB)" if pss else "")
+    found.append((label, measured, rss <= 1300) if rss else (label, NOT_MEASURED, None))
     found.append(ratio_target(f"concurrency {max(levels)}: throughput ≥ 4x (a)", ours, find(rows, "(a)", top),
                               "answers_per_s", 4))
     found.append(ratio_target(f"concurrency {max(levels)}: throughput ≥ 1.5x (b)", ours, find(rows, "(b)", top),
@@ -172,8 +174,13 @@ def render(data: dict, command: str) -> str:
                 "NVIDIA's `perf_analyzer` 2.51 (from the tritonclient 2.51.0 wheel), gRPC, one fixed question.", "",
                 table([{"error": "", **row} for row in data["perf_analyzer"]],
                       ["concurrency", "answers_per_s", "p50_ms", "p95_ms", "p99_ms", "error"]), ""]
-    out += ["## Server resident memory", "",
-            table([{"system": k, "rss_mb": v} for k, v in data["rss_mb"].items()], ["system", "rss_mb"]), ""]
+    pss = data.get("pss_mb", {})
+    out += ["## Server memory", "",
+            "After the closed loops. `rss_mb`: resident memory summed over the server's processes (pages they "
+            "share, such as each Python stub's libraries, counted once per process); `pss_mb`: each shared page "
+            "split between its users, so the sum is what the server holds.", "",
+            table([{"system": k, "rss_mb": v, "pss_mb": pss.get(k, "")} for k, v in data["rss_mb"].items()],
+                  ["system", "rss_mb", "pss_mb"]), ""]
     out += overhead(closed, roof)
     out.append(GPU_ON_PAPER)
     return "\n".join(out)

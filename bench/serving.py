@@ -45,7 +45,7 @@ from client.tokenizer import load_tokenizer
 from contract.prompt import PromptEncoder
 from runtime.onnx_runtime import OrtSeq2Seq
 from serving.repository import write_repository
-from serving.server import Ports, TritonServer
+from serving.server import Ports, TritonServer, memory_kib
 from contract.names import TOKENIZER_FILE
 from shared_data import squad_pairs
 
@@ -59,15 +59,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            total += int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
-        except (OSError, StopIteration):
-            pass
-    return total / 1024
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """Resident (RSS) and proportional (PSS) memory of `pids` together, in MB. Summed RSS counts
+    the pages the processes share (tritonserver's and each Python stub's libraries) once per
+    process; PSS splits each shared page between its users, so it sums to what the tree holds."""
+    parts = [memory_kib(pid) for pid in pids]
+    return sum(p["rss"] for p in parts) / 1024, sum(p["pss"] for p in parts) / 1024
 
 
 def process_tree(root: int) -> list[int]:
@@ -136,8 +133,8 @@ class Baseline:
                 time.sleep(1)
         raise TimeoutError(self.name)
 
-    def rss(self) -> float:
-        return rss_mb([self.process.pid])
+    def memory(self) -> tuple[float, float]:
+        return memory_mb([self.process.pid])
 
     def counters(self) -> dict[str, int]:
         """Decoding calls and rows so far (GET /stats)."""
@@ -177,8 +174,8 @@ class Triton:
         self.server.wait_ready(600)
         self.call(probe, 1)
 
-    def rss(self) -> float:
-        return rss_mb(process_tree(self.server.process.pid))
+    def memory(self) -> tuple[float, float]:
+        return memory_mb(process_tree(self.server.process.pid))
 
     def stop(self) -> None:
         self.server.stop()
@@ -479,14 +476,15 @@ def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[d
     """Every selected system in turn: closed loops, resident memory; on (c) perf_analyzer and
     the open-loop rate; on (c) and (c') the open loop."""
     rows: list[dict] = []
-    extra: dict = {"rss_mb": {}, "open_load": args.open_load}
+    extra: dict = {"rss_mb": {}, "pss_mb": {}, "open_load": args.open_load}
     for key in [k for k in SYSTEMS if k in args.systems and not (args.skip_baselines and k in BASELINES)]:
         system = start(key, args, workdir, extra)
         if system is None:
             continue
         try:
             rows += measure(system, plan)
-            extra["rss_mb"][system.name] = round(system.rss())
+            rss, pss = system.memory()
+            extra["rss_mb"][system.name], extra["pss_mb"][system.name] = round(rss), round(pss)
             if key == "c":
                 extra["perf_analyzer"] = perf_analyzer(system.url, plan.inputs[0], plan.new_tokens, plan.levels,
                                                        workdir)

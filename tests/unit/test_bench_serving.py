@@ -3,10 +3,12 @@ repeated runs become one row with their spread, where the int8 agreement is foun
 manifest, and the targets and tables `bench.report` writes from those rows."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.report import render, span, targets
-from bench.serving import SYSTEMS, Run, combine, int8_agreement, round_size, spread, step_counters
+from bench.serving import SYSTEMS, Run, combine, int8_agreement, memory_mb, round_size, spread, step_counters
 
 
 @pytest.mark.parametrize("concurrency, expected", [(1, 6), (4, 8), (16, 32), (64, 128)])
@@ -77,7 +79,7 @@ def bench_data() -> dict:
              "p95_ms": 2500, "p99_ms": 3000, "answers_per_s": 3.5}]
     return {"rows": rows, "roofline": {"encoder_ms": 140, "step_ms": {"1": 25, "16": 57}, "answers_per_s": 5.0,
                                        "concurrency": 16},
-            "rss_mb": {SYSTEMS["c"]: 1200, SYSTEMS["d"]: 950}, "open_rate": 3.6, "open_load": 0.8,
+            "rss_mb": {SYSTEMS["c"]: 1200, SYSTEMS["d"]: 950}, "pss_mb": {SYSTEMS["c"]: 1010, SYSTEMS["d"]: 940}, "open_rate": 3.6, "open_load": 0.8,
             "prompt_tokens_median": 197, "repetitions": 3, "duration_s": 900, "ctranslate2_version": "4.8.5",
             "int8_agreement": {"validation.int8_agreement": 0.97}}
 
@@ -89,7 +91,8 @@ def test_the_issue_targets_from_the_rows():
     assert found["concurrency 1: p50 latency ≤ 0.75x (a)"] == ("0.70x", True)
     assert found["open loop at 80%: p95 iteration-level ≤ 0.8x request-level"] == ("0.60x", True)
     assert found["int8 concurrency 16: ≥ CTranslate2 int8 (d') in answers/s"] == ("0.83x", False)
-    assert found["server resident memory ≤ 1.3 GB (t5-base fp32)"] == ("1200 MB", True)
+    assert found["server resident memory ≤ 1.3 GB (t5-base fp32; RSS summed over the processes)"] == (
+        "1200 MB (PSS 1010 MB)", True)
 
 
 def test_targets_whose_systems_did_not_run_say_so():
@@ -117,3 +120,16 @@ def test_render_shows_every_system_the_spread_and_the_int8_agreement():
 def test_render_links_the_plot_only_when_one_was_drawn():
     assert "(benchmarks.png)" in render(bench_data(), "make bench")
     assert "(benchmarks.png)" not in render({**bench_data(), "plotted": False}, "make bench")
+
+
+def test_memory_is_reported_as_summed_rss_and_as_pss():
+    text = render(bench_data(), "make bench")
+    assert f"| {SYSTEMS['c']} | 1200 | 1010 |" in text and "| 1200 MB (PSS 1010 MB) | yes |" in text
+    old = {k: v for k, v in bench_data().items() if k != "pss_mb"}  # results written before PSS was measured
+    assert f"| {SYSTEMS['c']} | 1200 |  |" in render(old, "make bench")
+
+
+def test_memory_of_this_process_counts_shared_pages_once_in_pss():
+    rss, pss = memory_mb([os.getpid()])
+    assert 0 < pss <= rss
+    assert memory_mb([2 ** 22 + 7]) == (0, 0)  # a process that is gone adds nothing
