@@ -9,7 +9,7 @@ once in bfloat16. For each it measures, over gRPC with the project's client:
   - p50 latency of one ~180-token question at concurrency 1;
   - answers/s at concurrency 1, 16, 64, 256 (closed loop), and at each the decode step's time,
     its mean batch and the orchestration overhead (`t5_greedy`'s counters);
-  - the server's GPU memory (nvidia-smi) and resident memory.
+  - the server's GPU memory (nvidia-smi) and resident memory (summed RSS and PSS).
 and the same question through `transformers` `generate` on that GPU (fp32 and bf16: latency at
 batch 1, answers/s at batch 16 and 64). Where onnxruntime-gpu or TensorRT are installed it also
 measures those executors in-process (`bench.gpu_executors`). Writes docs/gpu-check.md and
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.serving import closed_loop, free_port, memory_mb, process_tree, scheduler_counters
+from bench.serving import closed_loop, free_port, memory_mb, scheduler_counters
 from client import QAClient
 from contract.files import REPOSITORY
 from export.tensorrt import PRECISIONS
@@ -143,8 +143,9 @@ def measure_served(served: Served, prompts: list[np.ndarray], reference: list[li
             "mean_new_tokens": run.row()["mean_new_tokens"], "errors": run.errors, "step_ms": round(1000 * delta["graph_seconds"] / iterations, 2),
             "mean_batch": round(delta["row_steps"] / iterations, 1),
             "overhead": round(1 - delta["graph_seconds"] / max(delta["busy_seconds"], 1e-9), 3)})
-    pids = process_tree(served.server.process.pid)
-    result["server_rss_mib"], result["server_gpu_mib"] = round(memory_mb(pids)[0]), gpu_memory_mib(pids)
+    pids = served.server.processes()
+    rss, pss = memory_mb(pids)
+    result.update(server_rss_mib=round(rss), server_pss_mib=round(pss), server_gpu_mib=gpu_memory_mib(pids))
     return result
 
 
@@ -169,11 +170,11 @@ def report(results: dict) -> str:
              f"checkpoint {results['checkpoint']} (random weights); question of {results['question_tokens']} tokens, "
              f"{results['new_tokens']} new tokens; agreement on {results['prompts']} SQuAD 2.0 dev prompts; "
              + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
-             "| system | identical answers | token agreement | p50 ms (c=1) | server GPU MiB | server RSS MiB |",
-             "|---|---|---|---|---|---|"]
+             "| system | identical answers | token agreement | p50 ms (c=1) | server GPU MiB | server RSS MiB "
+             "| server PSS MiB |", "|---|---|---|---|---|---|---|"]
     for r in results["served"]:
         lines.append(f"| {r['system']} | {r['identical_answers']}/{r['answers']} | {r['token_agreement']:.2%} | "
-                     f"{r['p50_ms_c1']} | {r['server_gpu_mib']} | {r['server_rss_mib']} |")
+                     f"{r['p50_ms_c1']} | {r['server_gpu_mib']} | {r['server_rss_mib']} | {r.get('server_pss_mib', '')} |")
     lines += ["", "| system | concurrency | answers/s | p50 ms | new tokens | decode step ms | mean batch | overhead "
               "| errors |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["served"]:

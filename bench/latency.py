@@ -1,7 +1,7 @@
 """Latency of one question (~180 prompt tokens, 16 new tokens) through three paths, measured
 in one run, interleaved: `transformers` `generate` in-process, the same ONNX graphs with our
 decode loop in-process (ONNX Runtime), and the served `t5_qa` ensemble over gRPC. Also the
-server's resident memory (tritonserver plus its Python stubs).
+memory of the server behind `--url` (tritonserver plus its Python stubs, summed RSS and PSS).
 
   make serve &                    # or any running server over the same checkpoint
   python -m bench.latency --checkpoint build/models/demo-base --repository model_repository
@@ -26,6 +26,7 @@ from contract.tokens import TokenIds
 from contract.names import TOKENIZER_FILE
 from runtime.greedy import greedy_generate
 from runtime.onnx_runtime import OrtSeq2Seq
+from serving.server import find_server_pid, server_processes, total_memory_kib
 from shared_data import squad_pairs
 
 
@@ -34,17 +35,15 @@ def pick_question(prompts: PromptEncoder, tokens: int) -> tuple[str, str]:
     return min(pairs, key=lambda p: abs(len(prompts.encode(*p)) - tokens))
 
 
-def server_rss_mb() -> float:
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"tritonserver" in cmdline or b"triton_python_backend_stub" in cmdline:
-                status = Path(f"/proc/{pid}/status").read_text()
-                total += int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
-        except (OSError, StopIteration):
-            continue
-    return total / 1024
+def server_memory(url: str) -> str:
+    """The memory of the tritonserver whose gRPC port `url` names, with its stubs."""
+    port = int(url.rsplit(":", 1)[1])
+    pid = find_server_pid(grpc_port=port)
+    if pid is None:
+        return f"no tritonserver with --grpc-port={port} on this machine"
+    total = total_memory_kib(server_processes(pid))
+    return (f"{total['rss'] / 1024:.0f} MB RSS, {total['pss'] / 1024:.0f} MB PSS "
+            f"over {total['processes']} processes (tritonserver + Python stubs)")
 
 
 def main() -> None:
@@ -100,7 +99,7 @@ def main() -> None:
         same = np.array_equal(outputs[name], reference)
         print(f"| {name} | {statistics.median(values):.0f} | {min(values):.0f} | "
               f"{statistics.median(values) / base:.2f}x | {'yes' if same else 'NO'} |")
-    print(f"\nserver resident memory (tritonserver + Python stubs): {server_rss_mb():.0f} MB")
+    print(f"\nserver memory: {server_memory(args.url)}")
     print(json.dumps({name: [round(v, 1) for v in values] for name, values in times.items()}))
 
 

@@ -45,7 +45,7 @@ from client.tokenizer import load_tokenizer
 from contract.prompt import PromptEncoder
 from runtime.onnx_runtime import OrtSeq2Seq
 from serving.repository import write_repository
-from serving.server import Ports, TritonServer, memory_kib
+from serving.server import Ports, TritonServer, total_memory_kib
 from contract.names import TOKENIZER_FILE
 from shared_data import squad_pairs
 
@@ -60,25 +60,10 @@ def free_port() -> int:
 
 
 def memory_mb(pids: list[int]) -> tuple[float, float]:
-    """Resident (RSS) and proportional (PSS) memory of `pids` together, in MB. Summed RSS counts
-    the pages the processes share (tritonserver's and each Python stub's libraries) once per
-    process; PSS splits each shared page between its users, so it sums to what the tree holds."""
-    parts = [memory_kib(pid) for pid in pids]
-    return sum(p["rss"] for p in parts) / 1024, sum(p["pss"] for p in parts) / 1024
-
-
-def process_tree(root: int) -> list[int]:
-    pids, frontier = [root], [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                    pids.append(int(pid))
-                    frontier.append(int(pid))
-            except (OSError, IndexError, ValueError):
-                pass
-    return pids
+    """Resident (RSS) and proportional (PSS) memory of `pids` together, in MB
+    (`serving.server.total_memory_kib`: PSS counts the pages they share once)."""
+    total = total_memory_kib(pids)
+    return total["rss"] / 1024, total["pss"] / 1024
 
 
 SYSTEMS = {  # --systems key -> the name the tables show
@@ -175,7 +160,7 @@ class Triton:
         self.call(probe, 1)
 
     def memory(self) -> tuple[float, float]:
-        return memory_mb(process_tree(self.server.process.pid))
+        return memory_mb(self.server.processes())
 
     def stop(self) -> None:
         self.server.stop()

@@ -29,11 +29,10 @@ import sys
 import threading
 import time
 from dataclasses import asdict
-from pathlib import Path
 
-from loadtest.run import (EXIT_GATE, EXIT_USAGE, LoadResult, LoadSpec, add_load_arguments, gate, run_locust,
+from loadtest.run import (EXIT_GATE, EXIT_USAGE, LoadResult, add_load_arguments, gate, run_locust,
                           server_answers, spec_from_arguments, summary)
-from serving.server import child_pids, find_server_pid, memory_kib, stub_pids
+from serving.server import find_server_pid, memory_kib, server_processes, stub_pids
 
 COLUMNS = ("elapsed_s", "loaded", "server_pid", "processes", "rss_kib", "pss_kib")
 
@@ -45,7 +44,7 @@ def sample(grpc_port: int) -> dict:
     if pid is None:
         return {"server_pid": 0, "processes": 0, "rss_kib": 0, "pss_kib": 0}
     names = {pid: "tritonserver", **stub_pids(pid)}
-    pids = [pid, *child_pids(pid)]
+    pids = server_processes(pid)
     parts = {p: memory_kib(p) for p in pids}
     row = {"server_pid": pid, "processes": len(pids), "rss_kib": sum(m["rss"] for m in parts.values()),
            "pss_kib": sum(m["pss"] for m in parts.values())}

@@ -168,6 +168,11 @@ def child_pids(pid: int) -> list[int]:
     return [p for p in _pids() if _parent(p) == pid]
 
 
+def server_processes(server_pid: int) -> list[int]:
+    """A tritonserver's pid and its stubs'."""
+    return [server_pid, *child_pids(server_pid)]
+
+
 def stub_pids(server_pid: int, model: str | None = None) -> dict[int, str]:
     """The Python backend stubs of a tritonserver: pid -> the model whose `model.py` it runs."""
     stubs = {}
@@ -206,6 +211,14 @@ def memory_kib(pid: int) -> dict[str, int]:
     except OSError:
         pass
     return result
+
+
+def total_memory_kib(pids: list[int]) -> dict[str, int]:
+    """`memory_kib` summed over `pids`, and how many there were. Summed RSS counts the pages
+    the processes share (tritonserver's and each Python stub's libraries) once per process;
+    summed PSS counts every page once, split between its users."""
+    parts = [memory_kib(pid) for pid in pids]
+    return {"rss": sum(p["rss"] for p in parts), "pss": sum(p["pss"] for p in parts), "processes": len(pids)}
 
 
 def _shm_regions(pids: list[int]) -> set[str]:
@@ -308,14 +321,14 @@ class TritonServer:
         """This server's Python backend stubs: pid -> model name (optionally only `model`'s)."""
         return stub_pids(self.pid, model) if self.pid else {}
 
+    def processes(self) -> list[int]:
+        """tritonserver's pid and its stubs' (empty when not running)."""
+        pid = self.pid
+        return server_processes(pid) if pid is not None else []
+
     def memory_kib(self) -> dict[str, int]:
         """RSS and PSS in KiB of tritonserver plus all its stubs (zeros when not running)."""
-        pid = self.pid
-        if pid is None:
-            return {"rss": 0, "pss": 0, "processes": 0}
-        pids = [pid, *child_pids(pid)]
-        parts = [memory_kib(p) for p in pids]
-        return {"rss": sum(p["rss"] for p in parts), "pss": sum(p["pss"] for p in parts), "processes": len(pids)}
+        return total_memory_kib(self.processes())
 
     def ready(self) -> bool:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from bench.report import render, span, targets
@@ -129,7 +130,27 @@ def test_memory_is_reported_as_summed_rss_and_as_pss():
     assert f"| {SYSTEMS['c']} | 1200 |  |" in render(old, "make bench")
 
 
-def test_memory_of_this_process_counts_shared_pages_once_in_pss():
+def test_memory_of_a_live_process_has_pss_at_most_rss_and_a_gone_one_adds_nothing():
     rss, pss = memory_mb([os.getpid()])
     assert 0 < pss <= rss
     assert memory_mb([2 ** 22 + 7]) == (0, 0)  # a process that is gone adds nothing
+
+
+def test_pages_two_processes_share_count_twice_in_summed_rss_and_once_in_summed_pss():
+    shared = np.ones(32 * 2 ** 20 // 8)  # 32 MiB written before the fork: the same pages in both processes
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child only holds the pages until the parent has measured
+        os.close(write)
+        os.read(read, 1)
+        os._exit(0)
+    os.close(read)
+    try:
+        rss, pss = memory_mb([os.getpid(), child])
+        alone_rss, _ = memory_mb([os.getpid()])
+    finally:
+        os.close(write)
+        os.waitpid(child, 0)
+    assert shared.sum() == shared.size
+    assert rss - pss > 28, "the 32 MiB both processes map are counted in both RSS figures, once in PSS"
+    assert rss - alone_rss > 28, "the child's RSS includes the pages it shares with the parent"
