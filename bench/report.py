@@ -94,8 +94,8 @@ def targets(data: dict) -> list[Target]:
                               at_most=True))
     found.append(ratio_target(f"int8 concurrency {max(levels)}: ≥ CTranslate2 int8 (d') in answers/s",
                               find(rows, "(c8)", top), find(rows, "(d')", top), "answers_per_s", 1.0))
-    rss = data["rss_mb"].get("(c) t5_qa, iteration-level batching")
-    pss = data.get("pss_mb", {}).get("(c) t5_qa, iteration-level batching")
+    name = ours["system"] if ours else None  # the server's memory is recorded under its system name
+    rss, pss = data["rss_mb"].get(name), data.get("pss_mb", {}).get(name)
     label = "server resident memory ≤ 1.3 GB (t5-base fp32; RSS summed over the processes)"
     measured = f"{rss} MB" + (f" (PSS {pss} MB)" if pss else "")
     found.append((label, measured, rss <= 1300) if rss else (label, NOT_MEASURED, None))
