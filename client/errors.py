@@ -47,8 +47,9 @@ class RequestTimeout(ServerError, TimeoutError):
 
 
 class ServerUnavailable(ServerError, ConnectionError):
-    """The server could not be reached (UNAVAILABLE, connection refused or reset), also after
-    the bounded retries; `attempts` and `elapsed_s` say how hard the client tried."""
+    """The server could not be reached (UNAVAILABLE, connection refused or reset, a gRPC call
+    it cancelled while shutting down), also after the bounded retries; `attempts` and
+    `elapsed_s` say how hard the client tried."""
 
     def __init__(self, message: str, status: str | None = None, attempts: int = 1, elapsed_s: float = 0.0):
         super().__init__(message, status)

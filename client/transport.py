@@ -51,6 +51,11 @@ PROTOCOLS = ("grpc", "http")
 UNAVAILABLE = {"StatusCode.UNAVAILABLE", "503"}
 DEADLINE = {"StatusCode.DEADLINE_EXCEEDED", "504"}
 INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+# The client never cancels a gRPC call itself (a cancelled asyncio task raises CancelledError,
+# not a status), so CANCELLED comes from the server: gRPC core ends calls that no handler has
+# taken yet with CANCELLED when the server shuts down (grpc/grpc#41785; seen under load at
+# Triton's SIGTERM). Never run, so as safe to retry as UNAVAILABLE.
+SERVER_CANCELLED = {"StatusCode.CANCELLED"}
 QUEUE_TIMEOUT = "Request timeout expired"  # Triton's queue policy rejected a request past its `timeout`
 HTTP_SOCKET_TIMEOUT_S = 3600.0  # a backstop only: each sync HTTP call is bounded by a gevent.Timeout
 Arrays = dict[str, np.ndarray]
@@ -89,6 +94,9 @@ def as_qa_error(error: BaseException, url: str, timeout_s: float) -> QAError | N
             return RequestTimeout(f"no answer from {url} within the {timeout_s:g} s timeout ({message})", status)
         if status in UNAVAILABLE:
             return ServerUnavailable(message, status)
+        if status in SERVER_CANCELLED:
+            return ServerUnavailable(f"{url} cancelled the call without answering, as a gRPC server shutting down "
+                                     f"does ({message})", status)
         if status in INVALID:
             return InvalidArgument(message, status)
         return ServerError(message, status)

@@ -497,9 +497,10 @@ class HttpRecorder(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def recording_server(protocol: str, urls, raw):
+def recording_server(protocol: str, urls, raw, grpc_status=grpcio.StatusCode.UNAVAILABLE):
     """A stand-in that records what each attempt sends: (arrival, gRPC deadline's time
-    remaining, Triton `timeout` parameter in microseconds); every inference fails UNAVAILABLE."""
+    remaining, Triton `timeout` parameter in microseconds); every inference fails UNAVAILABLE
+    (over gRPC: `grpc_status`)."""
     records: list = []
     if protocol == "http":
         with urllib.request.urlopen(f"http://{urls['http']}/v2/models/t5_qa/config", timeout=10) as reply:
@@ -517,7 +518,7 @@ def recording_server(protocol: str, urls, raw):
 
     def infer(request, context):
         records.append((time.monotonic(), context.time_remaining(), request.parameters["timeout"].int64_param))
-        context.abort(grpcio.StatusCode.UNAVAILABLE, "recorded")
+        context.abort(grpc_status, grpc_status.name)
 
     server = grpcio.server(futures.ThreadPoolExecutor(4))
     server.add_generic_rpc_handlers([grpcio.method_handlers_generic_handler("inference.GRPCInferenceService", {
@@ -550,6 +551,21 @@ def test_each_attempt_sends_the_time_left(protocol, use_async, urls, raw, prompt
         assert left == pytest.approx(3.0 - (arrival - started), abs=0.25)
         if protocol == "grpc":
             assert deadline_left == pytest.approx(left, abs=0.1)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_call_the_server_cancels_is_retried_then_unavailable(use_async, urls, raw, prompts):
+    """CANCELLED, which gRPC core gives the calls still waiting for a handler when a server shuts
+    down (as tritonserver does at SIGTERM under load): retried like UNAVAILABLE, then
+    `ServerUnavailable` naming what happened, not a bare "CANCELLED"."""
+    ids = np.full((1, 9), 5, np.int64)
+    with recording_server("grpc", urls, raw, grpcio.StatusCode.CANCELLED) as (url, records):
+        with pytest.raises(ServerUnavailable) as caught:
+            call("grpc", use_async, url, prompts, "generate", ids, np.ones_like(ids), None, 10.0, retry=FAST_RETRY)
+    assert caught.value.attempts == 4 and len(records) == 4
+    assert caught.value.status == "StatusCode.CANCELLED"
+    assert f"{url} cancelled the call without answering, as a gRPC server shutting down does (CANCELLED)" \
+        in str(caught.value)
 
 
 def test_a_timeout_must_be_positive(prompts):
