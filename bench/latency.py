@@ -35,6 +35,14 @@ def pick_question(prompts: PromptEncoder, tokens: int) -> tuple[str, str]:
     return min(pairs, key=lambda p: abs(len(prompts.encode(*p)) - tokens))
 
 
+def grpc_address(text: str) -> str:
+    """`--url`: host:port of the server's gRPC endpoint; the port also finds its processes."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be host:port of the server's gRPC endpoint, got {text!r}")
+    return text
+
+
 def server_memory(url: str) -> str:
     """The memory of the tritonserver whose gRPC port `url` names, with its stubs."""
     port = int(url.rsplit(":", 1)[1])
@@ -51,7 +59,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="build/models/demo-base", help="checkpoint the server was exported from")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="its exported graphs")
-    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--url", type=grpc_address, default="localhost:8001",
+                        help="host:port of the running server's gRPC endpoint (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--prompt-tokens", type=int, default=180)
     parser.add_argument("--new-tokens", type=int, default=16)

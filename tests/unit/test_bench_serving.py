@@ -4,6 +4,9 @@ manifest, and the targets and tables `bench.report` writes from those rows."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +157,13 @@ def test_pages_two_processes_share_count_twice_in_summed_rss_and_once_in_summed_
     assert shared.sum() == shared.size
     assert rss - pss > 28, "the 32 MiB both processes map are counted in both RSS figures, once in PSS"
     assert rss - alone_rss > 28, "the child's RSS includes the pages it shares with the parent"
+
+
+@pytest.mark.parametrize("url", ["localhost", "localhost:", ":8001", "localhost:grpc", "localhost:70000"])
+def test_bench_latency_refuses_a_url_without_a_port_before_any_run(url):
+    """The port finds the server's processes for the memory line: checked when the arguments
+    are parsed, not after the timed runs."""
+    done = subprocess.run([sys.executable, "-m", "bench.latency", "--url", url], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parents[2])
+    assert done.returncode == 2, done.stderr
+    assert f"argument --url: must be host:port of the server's gRPC endpoint, got {url!r}" in done.stderr
