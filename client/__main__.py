@@ -63,7 +63,7 @@ def answer_options() -> argparse.ArgumentParser:
                        help=f"context tokens shared by consecutive windows (default {DEFAULT_STRIDE})")
     group.add_argument("--tokenizer", default=None,
                        help="tokenizer.json path or Hub id (default: $T5QA_TOKENIZER, then the served model's own in "
-                            "./model_repository/t5_tokenize/1/, then the Hub's t5-base)")
+                            "./model_repository/t5_tokenizer/1/, then the Hub's t5-base)")
     return common
 
 

@@ -18,7 +18,7 @@ SERVED_TOKENIZER = Path(REPOSITORY) / TOKENIZER_FILE
 
 def load_tokenizer(source: str | None = None) -> Tokenizer:
     """Load from a `tokenizer.json` path (or a folder holding one) or a Hub id. Without one:
-    `$T5QA_TOKENIZER`, then `model_repository/t5_tokenize/1/tokenizer.json` under the current
+    `$T5QA_TOKENIZER`, then `model_repository/t5_tokenizer/1/tokenizer.json` under the current
     directory (the served model's own), then the Hub's t5-base."""
     source = source or os.environ.get("T5QA_TOKENIZER")
     if source is None:

@@ -8,8 +8,9 @@ from contract.names import CHECKPOINT, ENGINE, GRAPH, MANIFEST, TOKENIZER_FILE
 
 REPOSITORY = "model_repository"
 # Relative to the model repository's root; everything else in it (the model.py files) is code.
+# The tokenizer in any model folder, so that a model renamed since (t5_tokenize) leaves nothing behind.
 GENERATED_IN_REPOSITORY = (MANIFEST, "*/config.pbtxt", f"*/1/*{Path(GRAPH).suffix}", f"*/1/*{Path(ENGINE).suffix}",
-                           TOKENIZER_FILE, f"{CHECKPOINT}/*")
+                           f"*/1/{Path(TOKENIZER_FILE).name}", f"{CHECKPOINT}/*")
 BUILD = "build"  # checkpoints, exports, engines, benchmark and load-test scratch
 
 

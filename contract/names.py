@@ -12,8 +12,7 @@ ENCODER = "t5_encoder"
 DECODER = "t5_decoder"
 DECODER_INIT = "t5_decoder_init"  # first decoder step, TensorRT only (split graphs)
 GREEDY = "t5_greedy"
-TOKENIZE = "t5_tokenize"
-DETOKENIZE = "t5_detokenize"
+TOKENIZER = "t5_tokenizer"  # both ends of the text ensemble: text to token ids, generated ids to text
 
 # Tensors clients send and receive.
 INPUT_IDS, ATTENTION_MASK, MAX_NEW_TOKENS = "input_ids", "attention_mask", "max_new_tokens"
@@ -29,7 +28,7 @@ LAST_HIDDEN_STATE = "last_hidden_state"  # the encoder graph's output
 MANIFEST = "export_manifest.json"
 GRAPH = "model.onnx"  # in each graph model's version folder
 ENGINE = "model.plan"
-TOKENIZER_FILE = f"{TOKENIZE}/1/tokenizer.json"  # the exported checkpoint's own tokenizer
+TOKENIZER_FILE = f"{TOKENIZER}/1/tokenizer.json"  # the exported checkpoint's own tokenizer
 CHECKPOINT = f"{GREEDY}/1/checkpoint"  # config and weights, for t5_greedy's `torch` executor
 
 

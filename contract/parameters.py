@@ -115,20 +115,14 @@ class GreedyParameters(ModelParameters):
 
 
 @dataclass(frozen=True)
-class TokenizeParameters(ModelParameters):
-    """`t5_tokenize` (text endpoint): question and context to the prompt's token ids."""
+class TokenizerParameters(ModelParameters):
+    """`t5_tokenizer` (text endpoint): question and context to the prompt's token ids, and the
+    generated ids to the answer text."""
 
     tokenizer_file: str  # relative to the repository root
     max_input_tokens: int
     max_text_bytes: int
     tokens: TokenIds
-
-
-@dataclass(frozen=True)
-class DetokenizeParameters(ModelParameters):
-    """`t5_detokenize` (text endpoint): token ids to the answer text."""
-
-    tokenizer_file: str
 
 
 @dataclass(frozen=True)

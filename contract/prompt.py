@@ -4,7 +4,7 @@ model's token ids, and how its answer becomes text.
 The fine-tuned model was trained on `question: {q}  context: {c}` (two spaces before
 `context:`) followed by exactly one `</s>`, which the T5 tokenizer appends itself. `encode` cuts a
 long context's end, never any of the question; `client.windows` splits it instead. The client
-tokenizes with it for the ids endpoint, the text endpoint's `t5_tokenize` model on the server.
+tokenizes with it for the ids endpoint, the text endpoint's `t5_tokenizer` model on the server.
 
 The tokenizer is a `tokenizers.Tokenizer` (only its `encode`, `decode` and `token_to_id` are
 used). The `</s>` and `<pad>` ids are the served model's (`t5_qa`'s parameters, written from the

@@ -35,5 +35,10 @@ def input_array(request, name: str) -> np.ndarray | None:
     return None if tensor is None else tensor.as_numpy()
 
 
+def has_input(request, name: str) -> bool:
+    """Whether the request carries the (optional) input `name`."""
+    return pb_utils.get_input_tensor_by_name(request, name) is not None
+
+
 def response(**outputs: np.ndarray) -> "pb_utils.InferenceResponse":
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()])

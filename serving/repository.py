@@ -381,8 +381,9 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
     for stale in repository.glob("*/config.pbtxt"):  # a model of another target must not load
         if stale.parent.name not in configs:
             stale.unlink()
-            if not any(p.is_file() and p not in generated_files(repository) for p in stale.parent.rglob("*")):
-                shutil.rmtree(stale.parent)  # nothing but generated files in it
+            if not any(p.is_file() and p not in generated_files(repository) and "__pycache__" not in p.parts
+                       for p in stale.parent.rglob("*")):
+                shutil.rmtree(stale.parent)  # nothing but generated files (and Python's caches) in it
     for name, config in configs.items():
         path = repository / name / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)

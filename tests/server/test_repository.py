@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract.parameters import (DetokenizeParameters, GraphParameters, GreedyParameters, ServedModel,
-                                 TokenizeParameters, ValidateParameters)
+from contract.parameters import (GraphParameters, GreedyParameters, ServedModel, TokenizerParameters,
+                                 ValidateParameters)
 from contract.names import CHECKPOINT
 from contract.tokens import TokenIds
 from serving.repository import TARGETS, build_configs
@@ -67,8 +67,29 @@ def test_switching_target_removes_the_other_targets_models(manifest, tmp_path):
     (tmp_path / "export_manifest.json").write_text(json.dumps(manifest))
     write_repository(tmp_path, "gpu-tensorrt")
     assert (tmp_path / "t5_decoder_init" / "config.pbtxt").is_file()
+    (tmp_path / "t5_decoder_init" / "1" / "__pycache__").mkdir(parents=True)  # Python's, from an earlier run
+    (tmp_path / "t5_decoder_init" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"")
     write_repository(tmp_path, "cpu")
     assert not (tmp_path / "t5_decoder_init").exists(), "a model folder without config would fail to load"
+
+
+def test_a_model_folder_an_older_version_generated_is_removed(manifest, tmp_path):
+    """After an upgrade that renamed t5_tokenize to t5_tokenizer, the old folder holds only what
+    the build made there (config, tokenizer, Python's caches): Triton would try to load it."""
+    from serving.repository import write_repository
+
+    (tmp_path / "export_manifest.json").write_text(json.dumps(manifest))
+    old = tmp_path / "t5_tokenize"
+    (old / "1" / "__pycache__").mkdir(parents=True)
+    for path in (old / "config.pbtxt", old / "1" / "tokenizer.json", old / "1" / "__pycache__" / "model.cpython-311.pyc"):
+        path.write_text("")
+    kept = tmp_path / "my_model"  # someone's own model: code in it
+    (kept / "1").mkdir(parents=True)
+    (kept / "config.pbtxt").write_text("")
+    (kept / "1" / "model.py").write_text("")
+    write_repository(tmp_path, "cpu")
+    assert not old.exists()
+    assert (kept / "1" / "model.py").is_file(), "a folder with code in it stays"
 
 
 def test_no_onnxruntime_tensorrt_accelerator(manifest, tmp_path):
@@ -156,8 +177,8 @@ def test_greedy_knows_the_decoders_cache_inputs(repository, manifest):
 def test_every_python_models_parameters_are_its_typed_contract(manifest, target):
     """Each Python model's `parameters` block is exactly its dataclass in `contract.parameters`
     (no key written that the model does not read back, none missing), for every target."""
-    typed = {"t5_validate": ValidateParameters, "t5_greedy": GreedyParameters, "t5_tokenize": TokenizeParameters,
-             "t5_detokenize": DetokenizeParameters, "t5_qa": ServedModel, "t5_qa_text": ServedModel}
+    typed = {"t5_validate": ValidateParameters, "t5_greedy": GreedyParameters, "t5_tokenizer": TokenizerParameters,
+             "t5_qa": ServedModel, "t5_qa_text": ServedModel}
     configs = build_configs(manifest, TARGETS[target])
     if TARGETS[target].graph_backend == "python":
         typed.update({"t5_encoder": GraphParameters, "t5_decoder": GraphParameters})

@@ -144,8 +144,44 @@ def test_bad_text_over_http_is_a_400_naming_the_field(server, raw, truncating):
     assert text_infer(raw, [QUESTION])[0] == [truncating.answer(*QUESTION).text], "still answering"
 
 
+def _bytes_input(name: str, text: str) -> grpc.InferInput:
+    tensor = grpc.InferInput(name, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+    return tensor
+
+
+def test_tokenizer_model_called_directly_tokenizes_and_detokenizes(raw, prompts):
+    """Both ends of `t5_tokenizer` on their own: the prompt's ids as the client makes them, and
+    the answer text of generated ids."""
+    tokens = raw.infer("t5_tokenizer", [_bytes_input("question", QUESTION[0]), _bytes_input("context", QUESTION[1])],
+                       outputs=[grpc.InferRequestedOutput(n) for n in ("input_ids", "attention_mask")])
+    assert tokens.as_numpy("input_ids").tolist() == [prompts.encode(*QUESTION)]
+    assert tokens.as_numpy("attention_mask").tolist() == [[1] * len(prompts.encode(*QUESTION))]
+    ids = np.array([prompts.tokenizer.encode("Herman Melville", add_special_tokens=False).ids + [1, 0, 0]], np.int64)
+    generated = [grpc.InferInput("output_ids", list(ids.shape), "INT64"), grpc.InferInput("output_lengths", [1, 1], "INT32"),
+                 grpc.InferInput("output_scores", [1, 1], "FP32")]
+    for tensor, value in zip(generated, (ids, np.array([[ids.shape[1] - 2]], np.int32), np.array([[-0.5]], np.float32))):
+        tensor.set_data_from_numpy(value)
+    text = raw.infer("t5_tokenizer", generated, outputs=[grpc.InferRequestedOutput(n) for n in ("answer", "no_answer")])
+    assert text.as_numpy("answer").tolist() == [[b"Herman Melville"]] and text.as_numpy("no_answer").tolist() == [[False]]
+
+
+@pytest.mark.parametrize("names", [("question",), ("question", "context", "output_scores")])
+def test_tokenizer_model_refuses_a_request_that_is_neither_end(raw, names):
+    inputs = [_bytes_input(n, "Who?") if n in ("question", "context") else grpc.InferInput(n, [1, 1], "FP32")
+              for n in names]
+    for tensor in inputs:
+        if tensor.name() == "output_scores":
+            tensor.set_data_from_numpy(np.array([[-0.5]], np.float32))
+    with pytest.raises(InferenceServerException) as caught:
+        raw.infer("t5_tokenizer", inputs, outputs=[grpc.InferRequestedOutput("input_ids")])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert ("send question and context (to tokenize) or output_ids, output_lengths, output_scores (to detokenize), "
+            f"got {sorted(names)}") in caught.value.message()
+
+
 def test_text_models_are_ready(raw):
-    assert all(raw.is_model_ready(name) for name in ("t5_tokenize", "t5_detokenize", "t5_qa_text"))
+    assert all(raw.is_model_ready(name) for name in ("t5_tokenizer", "t5_qa_text"))
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +194,14 @@ def test_text_ensemble_is_the_token_ensemble_between_tokenize_and_detokenize(man
     configs = build_configs(manifest, TARGETS[target])
     text, qa = configs["t5_qa_text"], configs["t5_qa"]
     steps = [s.model_name for s in text.ensemble_scheduling.step]
-    assert steps == ["t5_tokenize", *[s.model_name for s in qa.ensemble_scheduling.step], "t5_detokenize"]
+    assert steps == ["t5_tokenizer", *[s.model_name for s in qa.ensemble_scheduling.step], "t5_tokenizer"]
     assert list(text.ensemble_scheduling.step)[1:-1] == list(qa.ensemble_scheduling.step)
     available = {t.name: (t.data_type, list(t.dims)) for t in text.input}
     for step in text.ensemble_scheduling.step:  # every step input exists, with its dtype and dims
         model = configs[step.model_name]
         inputs = {t.name: t for t in model.input}
-        assert set(step.input_map) == set(inputs)
+        assert set(step.input_map) <= set(inputs)
+        assert all(t.optional for name, t in inputs.items() if name not in step.input_map), "a required input unmapped"
         for name, tensor in step.input_map.items():
             assert available[tensor] == (inputs[name].data_type, list(inputs[name].dims)), tensor
         outputs = {t.name: t for t in model.output}
@@ -181,7 +218,7 @@ def test_text_configs_follow_a_change_of_the_token_models(manifest):
     qa.input[0].data_type = mc.TYPE_INT32  # as if input_ids became INT32
     qa.max_batch_size = 3
     changed = text_configs(manifest, TARGETS["cpu"], configs)
-    assert changed["t5_tokenize"].output[0].data_type == mc.TYPE_INT32
+    assert changed["t5_tokenizer"].output[0].data_type == mc.TYPE_INT32
     assert {c.max_batch_size for c in changed.values()} == {3}
 
 

@@ -75,7 +75,7 @@ def test_installed_client_finds_the_served_models_tokenizer(tmp_path):
     site = tmp_path / "site-packages"
     shutil.copytree(REPO_ROOT / "client", site / "client", ignore=shutil.ignore_patterns("__pycache__"))
     work = tmp_path / "work"
-    served = work / "model_repository" / "t5_tokenize" / "1"
+    served = work / "model_repository" / "t5_tokenizer" / "1"
     served.mkdir(parents=True)
     shutil.copy(TOKENIZER_JSON, served / "tokenizer.json")
     code = "from client.tokenizer import load_tokenizer; print(load_tokenizer().get_vocab_size())"
