@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from transformers import T5ForConditionalGeneration
 
 from client import QAClient
 from client.tokenizer import load_tokenizer
@@ -54,7 +52,7 @@ def server_memory(url: str) -> str:
             f"over {total['processes']} processes (tritonserver + Python stubs)")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="build/models/demo-base", help="checkpoint the server was exported from")
@@ -64,7 +62,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--prompt-tokens", type=int, default=180)
     parser.add_argument("--new-tokens", type=int, default=16)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    import torch  # after the arguments: `--help` and a bad `--url` answer at once
+    from transformers import T5ForConditionalGeneration
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     prompts = PromptEncoder.from_tokenizer(load_tokenizer(str(args.repository / TOKENIZER_FILE)))

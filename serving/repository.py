@@ -54,7 +54,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract.files import generated_files
+from contract.files import is_generated
 from contract.graphs import DecoderSignature
 from contract.limits import (DEFAULT_NEW_TOKENS, MAX_DECODER_PAST, MAX_INPUT_TOKENS, MAX_NEW_TOKENS_CAP,
                              TENSORRT_MAX_BATCH)
@@ -381,8 +381,8 @@ def write_repository(repository: Path, target: str, decoder_mode: str | None = N
     for stale in repository.glob("*/config.pbtxt"):  # a model of another target must not load
         if stale.parent.name not in configs:
             stale.unlink()
-            if not any(p.is_file() and p not in generated_files(repository) and "__pycache__" not in p.parts
-                       for p in stale.parent.rglob("*")):
+            if not any(p.is_file() and not is_generated(p.relative_to(repository).as_posix())
+                       and "__pycache__" not in p.parts for p in stale.parent.rglob("*")):
                 shutil.rmtree(stale.parent)  # nothing but generated files (and Python's caches) in it
     for name, config in configs.items():
         path = repository / name / "config.pbtxt"

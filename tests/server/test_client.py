@@ -26,7 +26,7 @@ import pytest
 import tritonclient.grpc as grpc
 from tritonclient.grpc import service_pb2
 
-from client import (AsyncQAClient, InvalidArgument, InvalidInput, QAClient, QAError, RequestTimeout, RetryPolicy,
+from client import (AsyncQAClient, InvalidArgument, InvalidInput, QAClient, RequestTimeout, RetryPolicy,
                     ServerError, ServerUnavailable)
 from serving.server import TritonServer
 from tests.helpers import REPO_ROOT, build_repository, dropping_listener, free_ports, start_server

@@ -4,13 +4,11 @@ manifest, and the targets and tables `bench.report` writes from those rows."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench import latency
 from bench.report import render, span, targets
 from bench.serving import SYSTEMS, Run, combine, int8_agreement, memory_mb, round_size, spread, step_counters
 
@@ -133,6 +131,19 @@ def test_memory_is_reported_as_summed_rss_and_as_pss():
     assert f"| {SYSTEMS['c']} | 1200 |  |" in render(old, "make bench")
 
 
+def test_memory_once_idle_is_judged_with_the_figure_right_after_the_load_beside_it():
+    data = {**bench_data(), "settled_rss_mb": {SYSTEMS["c"]: 1280, SYSTEMS["d"]: 949},
+            "settled_pss_mb": {SYSTEMS["c"]: 1190, SYSTEMS["d"]: 941}}
+    found = {t: (m, ok) for t, m, ok in targets(data)}
+    assert found["server resident memory ≤ 1.3 GB (t5-base fp32; RSS summed over the processes)"] == (
+        "1280 MB idle after the load (PSS 1190 MB); 1200 MB right after it", True)
+    text = render(data, "make bench")
+    assert f"| {SYSTEMS['c']} | 1200 | 1010 | 1280 | 1190 |" in text and f"| {SYSTEMS['d']} | 950 | 940 | 949 | 941 |" in text
+    data["settled_rss_mb"][SYSTEMS["c"]] = 1301
+    assert not {t: ok for t, _, ok in targets(data)}[
+        "server resident memory ≤ 1.3 GB (t5-base fp32; RSS summed over the processes)"]
+
+
 def test_memory_of_a_live_process_has_pss_at_most_rss_and_a_gone_one_adds_nothing():
     rss, pss = memory_mb([os.getpid()])
     assert 0 < pss <= rss
@@ -160,10 +171,10 @@ def test_pages_two_processes_share_count_twice_in_summed_rss_and_once_in_summed_
 
 
 @pytest.mark.parametrize("url", ["localhost", "localhost:", ":8001", "localhost:grpc", "localhost:70000"])
-def test_bench_latency_refuses_a_url_without_a_port_before_any_run(url):
+def test_bench_latency_refuses_a_url_without_a_port_before_any_run(url, capsys):
     """The port finds the server's processes for the memory line: checked when the arguments
     are parsed, not after the timed runs."""
-    done = subprocess.run([sys.executable, "-m", "bench.latency", "--url", url], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).parents[2])
-    assert done.returncode == 2, done.stderr
-    assert f"argument --url: must be host:port of the server's gRPC endpoint, got {url!r}" in done.stderr
+    with pytest.raises(SystemExit) as exit_:
+        latency.parse_args(["--url", url])
+    assert exit_.value.code == 2
+    assert f"argument --url: must be host:port of the server's gRPC endpoint, got {url!r}" in capsys.readouterr().err
