@@ -12,7 +12,8 @@ concurrency c: at least max(`--min-answers`, `--requests` x c) answers, in `--re
 a row of equally many whole rounds (every client sends the same number of requests); answers/s is
 the median of the runs with their min-max, latency percentiles pool every answer. Then an open loop
 with Poisson arrivals at a fraction of (c)'s saturation throughput for (c) vs (c'), `perf_analyzer`
-on (c) when it is installed, server resident memory, and the roofline computed from in-process
+on (c) when it is installed, server resident memory (right after the closed loops, and again once
+the server has been idle for SETTLE_S), and the roofline computed from in-process
 encoder and step times. The defaults take about 15-20 minutes on 2 cores with the demo t5-base.
 
   python -m bench.serving --checkpoint build/models/demo-base      # after `make export`/`make serve`
@@ -44,12 +45,14 @@ from client import QAClient
 from client.tokenizer import load_tokenizer
 from contract.prompt import PromptEncoder
 from runtime.onnx_runtime import OrtSeq2Seq
+from runtime.scheduler import IDLE_AFTER_S
 from serving.repository import write_repository
 from serving.server import Ports, TritonServer, total_memory_kib
 from contract.names import TOKENIZER_FILE
 from shared_data import squad_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SETTLE_S = IDLE_AFTER_S + 2.0  # idle this long after the load, t5_greedy has released its free heap
 
 
 def free_port() -> int:
@@ -461,15 +464,19 @@ def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[d
     """Every selected system in turn: closed loops, resident memory; on (c) perf_analyzer and
     the open-loop rate; on (c) and (c') the open loop."""
     rows: list[dict] = []
-    extra: dict = {"rss_mb": {}, "pss_mb": {}, "open_load": args.open_load}
+    extra: dict = {"rss_mb": {}, "pss_mb": {}, "settled_rss_mb": {}, "settled_pss_mb": {},
+                   "open_load": args.open_load}
     for key in [k for k in SYSTEMS if k in args.systems and not (args.skip_baselines and k in BASELINES)]:
         system = start(key, args, workdir, extra)
         if system is None:
             continue
         try:
             rows += measure(system, plan)
-            rss, pss = system.memory()
-            extra["rss_mb"][system.name], extra["pss_mb"][system.name] = round(rss), round(pss)
+            for prefix in ("", "settled_"):  # right after the load, then idle for SETTLE_S
+                if prefix:
+                    time.sleep(SETTLE_S)
+                rss, pss = system.memory()
+                extra[f"{prefix}rss_mb"][system.name], extra[f"{prefix}pss_mb"][system.name] = round(rss), round(pss)
             if key == "c":
                 extra["perf_analyzer"] = perf_analyzer(system.url, plan.inputs[0], plan.new_tokens, plan.levels,
                                                        workdir)

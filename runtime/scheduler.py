@@ -37,6 +37,7 @@ from runtime.greedy import DecodeBatch, RunGraph, Sequence, Tensors
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_S = 30.0
+IDLE_AFTER_S = 1.0  # nothing to do for this long: call `on_idle`
 Finished = Callable[[list[Sequence]], None]
 Failed = Callable[[list[Sequence], Exception], None]
 
@@ -69,13 +70,16 @@ class DecodeScheduler:
                  observe: Callable[[SchedulerStats], None] | None = None, join_running: bool = True,
                  arrays=None, is_cancelled: Callable[[Any], bool] | None = None,
                  max_queue_wait_s: float | None = None, encode: Encode | None = None,
-                 max_encode_tokens: int = 0):
+                 max_encode_tokens: int = 0, on_idle: Callable[[], None] | None = None,
+                 idle_after_s: float = IDLE_AFTER_S):
         """`on_finished(rows)` and `on_failed(rows, error)` run on the responder thread;
         `observe(stats)` on the scheduler thread after every iteration; `is_cancelled(owner)`
         on the scheduler thread before every iteration. `encode` runs the encoder for rows
         submitted as token ids (`Sequence.input_ids`); `max_encode_tokens` (0: no limit) bounds
         the prompt tokens admitted per iteration while rows are decoding (at least one request
-        is admitted)."""
+        is admitted). `on_idle()` runs on the scheduler thread once per idle spell, when nothing
+        has been queued or running for `idle_after_s` (the server's hook to hand freed memory
+        back to the OS)."""
         self.join_running = join_running
         self._encode, self.max_encode_tokens = encode, max_encode_tokens
         self._pad_id = tokens.pad
@@ -88,6 +92,7 @@ class DecodeScheduler:
         self._new_batch = lambda: DecodeBatch(self._timed_run, signature, tokens, arrays)
         self._batch = self._new_batch()
         self._observe = observe
+        self._on_idle, self.idle_after_s = on_idle, idle_after_s
         self._is_cancelled = is_cancelled
         self._queue: deque[list[Sequence]] = deque()
         self._queued_rows = 0
@@ -171,8 +176,16 @@ class DecodeScheduler:
     def _schedule(self) -> list[Sequence] | None:
         """Wait for work; return the rows to admit now ([] to just step), None to stop."""
         with self._wake:
+            idle_reported = self._on_idle is None
             while not self._stopping and not self._queue and not len(self._batch):
-                self._wake.wait()
+                if idle_reported:
+                    self._wake.wait()
+                elif not self._wake.wait(timeout=self.idle_after_s):
+                    idle_reported = True
+                    try:
+                        self._on_idle()
+                    except Exception:  # noqa: BLE001 - a failed hook must never stop decoding
+                        log.exception("scheduler idle hook failed")
             if self._abort or (self._stopping and not self._queue and not len(self._batch)):
                 return None
             self._drop_cancelled()

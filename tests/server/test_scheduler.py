@@ -1,8 +1,8 @@
 """Iteration-level batching: rows that join a running batch at different steps, with
 different input lengths and limits, get exactly the tokens of their own `generate` call; the
 queue is bounded; a failing step fails only the rows in it; cancelled requests leave at the
-next step; a slow answer does not hold up decoding; the server batches concurrent requests
-step by step."""
+next step; a slow answer does not hold up decoding; the idle hook runs only when nothing
+decodes; the server batches concurrent requests step by step."""
 from __future__ import annotations
 
 import threading
@@ -153,6 +153,36 @@ def test_a_slow_answer_does_not_hold_up_decoding(runtime, prompts, tokens):
     finally:
         release.set()
         scheduler.stop()
+
+
+def test_the_idle_hook_runs_once_per_idle_spell_never_while_rows_decode(runtime, prompts, tokens):
+    """`on_idle` (the server's memory release) runs when nothing has been queued or running
+    for `idle_after_s`: once per spell, not while a request decodes, and a failing hook does
+    not stop the scheduler."""
+    calls: list[tuple[float, bool]] = []  # (when, whether the request was answered by then)
+    owner_box: list[Owner] = []
+
+    def on_idle():
+        calls.append((time.monotonic(), bool(owner_box) and owner_box[0].done.is_set()))
+        raise RuntimeError("a failing hook")
+
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens, on_idle=on_idle, idle_after_s=0.3).start()
+    try:
+        wait_for(lambda: len(calls) == 1, timeout_s=10)  # idle since it started
+        time.sleep(0.9)
+        assert len(calls) == 1, "one call per idle spell"
+        row, owner, _ = make_row(runtime, prompts, PAIRS[10], 8)
+        owner_box.append(owner)
+        submitted = time.monotonic()
+        scheduler.submit([row])
+        assert owner.done.wait(60) and owner.error is None, "decoding goes on after the hook failed"
+        answered = time.monotonic()
+        wait_for(lambda: len(calls) == 2, timeout_s=10)
+    finally:
+        scheduler.stop()
+    when, was_answered = calls[1]
+    assert was_answered and when - submitted >= 0.3 and when >= answered - 0.05
+    assert len(row.tokens) >= 1
 
 
 def test_concurrent_requests_share_decode_steps(server, client, prompts, hf_model):

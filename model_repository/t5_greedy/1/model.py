@@ -6,7 +6,9 @@ rows to a scheduler thread (`runtime.scheduler`) that decodes all running rows t
 decoder call per step with the key/value cache of the earlier steps. New requests join the
 running batch at the next step; each row leaves as soon as it emits `</s>` or reaches its `max_new_tokens`, and each request is
 answered as soon as its rows are done (`execute` returns None; responses go out through the
-request's response sender, from the scheduler's responder thread).
+request's response sender, from the scheduler's responder thread). When the loop has been
+idle for a second it hands the heap's free pages back to the OS (`runtime.memory`), so the
+server does not stay at its peak size after a burst of load.
 
 A request whose client gave up leaves the queue and the batch at the next step: Triton's
 cancellation (`request.is_cancelled()`: a gRPC client that cancelled or whose deadline passed,
@@ -37,6 +39,7 @@ from contract.names import (ATTENTION_MASK, ENCODER_HIDDEN_STATES, INPUT_IDS, MA
 from contract.parameters import GreedyParameters
 from runtime.executors import open_executor
 from runtime.greedy import Sequence, Tensors, collect, split_feed
+from runtime.memory import release_free_heap
 from runtime.scheduler import DecodeScheduler, QueueFull
 from runtime.triton_utils import InvalidRequest, error_response, input_array, repository_file, response
 
@@ -143,7 +146,7 @@ class TritonPythonModel:
             run, p.signature, p.tokens, answer, fail, p.max_active_rows, p.max_queued_rows, self.metrics.update,
             join_running=p.batching == "iteration", arrays=self.arrays,
             is_cancelled=PendingResponse.cancelled, max_queue_wait_s=p.max_queue_wait_s, encode=encode,
-            max_encode_tokens=p.max_encode_tokens).start()
+            max_encode_tokens=p.max_encode_tokens, on_idle=release_free_heap).start()
 
     def run_decoder_bls(self, feed: Tensors, outputs: list[str]) -> Tensors:
         model = self.params.decoder_model
