@@ -152,6 +152,20 @@ def header(data: dict, command: str) -> list[str]:
     ]
 
 
+def roofline_text(roof: dict) -> str:
+    """What the roofline counts, with its measured parts (older results have no first-call share)."""
+    cross = roof.get("cross_projection_ms")
+    first = "" if cross is None else (
+        f", the decoder's first call {cross} ms more than a step (batch 1: it projects the prompt into "
+        "every layer's cross-attention keys and values)")
+    per_request = "one encoder call" + ("" if cross is None else " and one first decoder call")
+    return (f"In-process ONNX Runtime on this machine: encoder {roof['encoder_ms']} ms per request (batch 1){first}, "
+            f"decode step {roof['step_ms']['1']} ms at batch 1 and {roof['step_ms'][str(roof['concurrency'])]} ms "
+            f"at batch {roof['concurrency']}. A server doing nothing else (per request {per_request}, not batched; "
+            f"all decode steps batched) would answer **{roof['answers_per_s']} answers/s** at concurrency "
+            f"{roof['concurrency']}.")
+
+
 def memory_section(data: dict) -> list[str]:
     pss, settled, settled_pss = (data.get(key, {}) for key in ("pss_mb", "settled_rss_mb", "settled_pss_mb"))
     columns = ["system", "rss_mb", "pss_mb"] + (["settled_rss_mb", "settled_pss_mb"] if settled else [])
@@ -182,12 +196,7 @@ def render(data: dict, command: str) -> str:
                 "From the export manifest of (c8)'s repository (the export's own validation):", "",
                 table([{"figure": k, "value": v} for k, v in data["int8_agreement"].items()], ["figure", "value"]), ""]
     if roof:
-        out += ["## Roofline", "",
-                f"In-process ONNX Runtime on this machine: encoder {roof['encoder_ms']} ms per request (batch 1), "
-                f"decode step {roof['step_ms']['1']} ms at batch 1 and {roof['step_ms'][str(roof['concurrency'])]} ms "
-                f"at batch {roof['concurrency']}. A server doing nothing else (one encoder call per request, all "
-                f"decode steps batched) would answer **{roof['answers_per_s']} answers/s** at concurrency "
-                f"{roof['concurrency']}.", ""]
+        out += ["## Roofline", "", roofline_text(roof), ""]
     if opened:
         out += ["## Open loop (Poisson arrivals)", "",
                 f"Arrival rate {data['open_rate']:.2f}/s = {data.get('open_load', 0.8):.0%} of (c)'s closed-loop "

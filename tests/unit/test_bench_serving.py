@@ -124,6 +124,15 @@ def test_render_links_the_plot_only_when_one_was_drawn():
     assert "(benchmarks.png)" not in render({**bench_data(), "plotted": False}, "make bench")
 
 
+def test_the_roofline_names_the_first_decoder_call_when_it_was_measured():
+    roof = {**bench_data()["roofline"], "cross_projection_ms": 38.5}
+    text = render({**bench_data(), "roofline": roof}, "make bench")
+    assert ("encoder 140 ms per request (batch 1), the decoder's first call 38.5 ms more than a step" in text
+            and "per request one encoder call and one first decoder call, not batched" in text)
+    old = render(bench_data(), "make bench")  # results measured before the first call was counted
+    assert "first call" not in old and "per request one encoder call, not batched" in old
+
+
 def test_memory_is_reported_as_summed_rss_and_as_pss():
     text = render(bench_data(), "make bench")
     assert f"| {SYSTEMS['c']} | 1200 | 1010 |" in text and "| 1200 MB (PSS 1010 MB) | yes |" in text
