@@ -53,6 +53,6 @@ def open_executor(p: GreedyParameters, path: Callable[[str], str], on_device: bo
         from runtime.onnx_runtime import open_session, run_graph
         run = partial(run_graph, open_session(path(p.decoder_graph), p.intra_op_threads))
     if p.encoder_graph and encode is None:  # the decoder elsewhere, the encoder graph here
-        from runtime.onnx_runtime import encode_with, open_session
-        encode = partial(encode_with, open_session(path(p.encoder_graph), p.intra_op_threads))
+        from runtime.onnx_runtime import EncoderGraph
+        encode = EncoderGraph(path(p.encoder_graph), p.intra_op_threads)
     return Executor(run, encode, arrays)

@@ -1,6 +1,7 @@
 """ONNX Runtime sessions for the T5 graphs, shared by the CPU-target Python models and the
 exporter's validation, so both run the graphs with the same settings; the one copy of the token
-embedding that the encoder and decoder graphs of one process can share (`shared_embedding`); and
+embedding that the encoder and decoder graphs of one process can share (`shared_embedding`); the
+encoder graph run in ONNX Runtime's arena, given back after every call (`EncoderGraph`); and
 `BoundGraph`, a graph run on PyTorch tensors with IO binding, which keeps the decode loop's
 states and caches on the GPU with ONNX Runtime's CUDA EP (onnxruntime-gpu)."""
 from __future__ import annotations
@@ -30,10 +31,12 @@ def providers_for(device: str) -> list:
 
 
 def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1,
-                 initializers: dict[str, ort.OrtValue] | None = None, device: str = "cpu") -> ort.InferenceSession:
+                 initializers: dict[str, ort.OrtValue] | None = None, device: str = "cpu",
+                 memory_arena: bool = False) -> ort.InferenceSession:
     """A session with full graph optimisation on `device` (`providers_for`); 0 threads means one
     per available core. `initializers` replace the graph's own by name, without a copy (the
-    caller keeps them alive)."""
+    caller keeps them alive). `memory_arena`: ONNX Runtime's CPU arena, for a graph run with
+    `shrinking_arena` (`EncoderGraph`); off by default, see below."""
     options = ort.SessionOptions()
     for name, value in (initializers or {}).items():
         options.add_initializer(name, value)
@@ -46,7 +49,7 @@ def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
     # Decode batches change shape at every step (rows, cache lengths, encoder widths): ONNX
     # Runtime's CPU arena keeps every size it ever served and grew without bound under load
     # (soak: greedy stub 1 -> 7 GB in 10 min). Plain allocations return memory instead.
-    options.enable_cpu_mem_arena = False
+    options.enable_cpu_mem_arena = memory_arena
     return ort.InferenceSession(path, sess_options=options, providers=providers_for(device))
 
 
@@ -90,6 +93,15 @@ def _nodes(graph):
                 yield from _nodes(attribute.g)
 
 
+def shrinking_arena() -> ort.RunOptions:
+    """Run options that hand the CPU arena's free regions back to the system at the end of the
+    run: within the run its activations reuse the arena (a layer's buffers serve the next
+    layer); after it only the regions its outputs live in stay held."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def encode_with(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """The encoder graph's `last_hidden_state` for a batch of token ids."""
     return run_graph(session, {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask},
@@ -107,25 +119,55 @@ def run_graph(session: ort.InferenceSession, feed: Tensors, outputs: list[str]) 
     return dict(zip(outputs, results))
 
 
+class EncoderGraph:
+    """The encoder graph on ONNX Runtime's CPU EP, called as `encode(input_ids, attention_mask)`.
+
+    It runs with ONNX Runtime's CPU arena, shrunk at the end of every run (`shrinking_arena`),
+    its states written into an array of ours (IO binding), so that no arena region outlives the
+    run. Its activations are large (t5-base, 4 prompts of 200 tokens: several MB per layer) and,
+    without the arena, each is a fresh block from the system that the CPU faults in page by page
+    (under the server's 1 MB mmap threshold, `serving.server.server_environment`): the encoder,
+    most of a request's CPU time here, took 1.3-1.5x as long that way (`python -m
+    bench.encoder_arena`, docs/performance.md). The arena without the shrink would keep its
+    peak for good."""
+
+    def __init__(self, path: str, intra_op_threads: int = 0,
+                 initializers: dict[str, ort.OrtValue] | None = None):
+        self.session = open_session(path, intra_op_threads, memory_arena=True, initializers=initializers)
+        self._shrink = shrinking_arena()
+        output = {o.name: o for o in self.session.get_outputs()}[LAST_HIDDEN_STATE]
+        self._dtype = np.float16 if output.type == "tensor(float16)" else np.float32
+        self._d_model = output.shape[-1] if isinstance(output.shape[-1], int) else None
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self._d_model is None:  # a graph without a static hidden size: learn it from one run
+            self._d_model = encode_with(self.session, input_ids[:1, :1], attention_mask[:1, :1]).shape[-1]
+        states = np.empty((*input_ids.shape, self._d_model), self._dtype)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, np.int64))
+        binding.bind_cpu_input(ATTENTION_MASK, np.ascontiguousarray(attention_mask, np.int64))
+        binding.bind_output(LAST_HIDDEN_STATE, "cpu", 0, states.dtype.type, list(states.shape), states.ctypes.data)
+        self.session.run_with_iobinding(binding, self._shrink)
+        return states
+
+
 class OrtSeq2Seq:
-    """Encoder and merged decoder run in-process: the reference path of the ONNX export, and the
-    cpu target's `t5_greedy` (`share_embedding`: one copy of the token embedding for both)."""
+    """Encoder (`EncoderGraph`) and merged decoder run in-process: the reference path of the
+    ONNX export, and the cpu target's `t5_greedy` (`share_embedding`: one copy of the token
+    embedding for both)."""
 
     def __init__(self, encoder_path: str, decoder_path: str, intra_op_threads: int = 0,
                  share_embedding: bool = False):
         self.embedding = shared_embedding(encoder_path, decoder_path) if share_embedding else None  # kept alive
         encoder_name, decoder_name, matrix = self.embedding or ("", "", None)
-        self.encoder = open_session(encoder_path, intra_op_threads,
-                                    initializers={encoder_name: matrix} if matrix is not None else None)
+        self.encode = EncoderGraph(encoder_path, intra_op_threads,
+                                   initializers={encoder_name: matrix} if matrix is not None else None)
         self.decoder = open_session(decoder_path, intra_op_threads,
                                     initializers={decoder_name: matrix} if matrix is not None else None)
         self.signature = DecoderSignature.from_inputs(input_shapes(self.decoder))
 
     def run_decoder(self, feed: Tensors, outputs: list[str]) -> Tensors:
         return run_graph(self.decoder, feed, outputs)
-
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return encode_with(self.encoder, input_ids, attention_mask)
 
 
 class BoundGraph:

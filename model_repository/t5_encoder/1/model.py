@@ -6,8 +6,6 @@ With `lazy_session` (cpu target, where `t5_greedy` runs the encoder graph itself
 opens on the first request, so the weights are not held twice."""
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -29,8 +27,8 @@ class TritonPythonModel:
 
     def open(self):
         """The encoder graph on ONNX Runtime, as an `encode(ids, mask)` function."""
-        from runtime.onnx_runtime import encode_with, open_session  # not in the GPU image
-        return partial(encode_with, open_session(self.path, self.threads))
+        from runtime.onnx_runtime import EncoderGraph  # not in the GPU image
+        return EncoderGraph(self.path, self.threads)
 
     def open_and_encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         self.encode = self.open()
