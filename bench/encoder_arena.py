@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,40 +25,39 @@ from pathlib import Path
 import numpy as np
 
 MODES = ("plain", "arena")
+PAD_ID = 0  # the id in padded positions: they are masked, any id gives the same states and time
 
 
 def rss_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+    from serving.server import memory_kib
+    return memory_kib(os.getpid())["rss"] / 1024
 
 
 def measure(mode: str, repository: Path, prompts: int, threads: int) -> dict:
-    """In this process: encode `prompts` SQuAD prompts in the scheduler's groups with `mode`."""
+    """In this process: encode `prompts` SQuAD prompts with `mode`, in the calls the scheduler
+    makes for them arriving at once (`runtime.encoding.encode_rows`)."""
     from bench.serving import load_inputs
-    from runtime.encoding import length_groups
+    from runtime.encoding import encode_rows, length_groups
+    from runtime.greedy import Sequence
     from runtime.memory import release_free_heap
     from runtime.onnx_runtime import EncoderGraph, encode_with, open_session
 
     path = str(repository / "t5_encoder/1/model.onnx")
     encode = EncoderGraph(path, threads) if mode == "arena" else partial(encode_with, open_session(path, threads))
-    rows = [ids[0] for ids in load_inputs(repository, str(repository))][:prompts]
-    batches = []
-    for group in length_groups([len(row) for row in rows]):
-        width = max(len(rows[i]) for i in group)
-        ids = np.zeros((len(group), width), np.int64)
-        mask = np.zeros_like(ids)
-        for j, i in enumerate(group):
-            ids[j, : len(rows[i])], mask[j, : len(rows[i])] = rows[i], 1
-        batches.append((ids, mask))
-    encode(*batches[0])  # warm-up: first-run allocations and ONNX Runtime's own caches
+    prompts_ids = [ids[0] for ids in load_inputs(repository, str(repository))][:prompts]
+
+    def rows(ids_list: list[np.ndarray]) -> list[Sequence]:
+        return [Sequence(None, np.ones(len(ids), np.int64), 1, input_ids=ids) for ids in ids_list]
+
+    encode_rows(encode, rows(prompts_ids[:1]), PAD_ID)  # warm-up: first-run allocations and caches
     release_free_heap()
     before = rss_mib()
     began = time.perf_counter()
-    for ids, mask in batches:
-        encode(ids, mask)
+    encode_rows(encode, rows(prompts_ids), PAD_ID)
     seconds = time.perf_counter() - began
     release_free_heap()
-    return {"mode": mode, "prompts": len(rows), "calls": len(batches),
-            "ms_per_prompt": round(1000 * seconds / len(rows), 1),
+    return {"mode": mode, "prompts": len(prompts_ids), "calls": len(length_groups([len(ids) for ids in prompts_ids])),
+            "ms_per_prompt": round(1000 * seconds / len(prompts_ids), 1),
             "rss_mib": round(rss_mib(), 1), "rss_growth_mib": round(rss_mib() - before, 1)}
 
 

@@ -127,7 +127,7 @@ class EncoderGraph:
     run. Its activations are large (t5-base, 4 prompts of 200 tokens: several MB per layer) and,
     without the arena, each is a fresh block from the system that the CPU faults in page by page
     (under the server's 1 MB mmap threshold, `serving.server.server_environment`): the encoder,
-    most of a request's CPU time here, took 1.3-1.5x as long that way (`python -m
+    most of a request's CPU time here, took 1.3-1.4x as long that way (`python -m
     bench.encoder_arena`, docs/performance.md). The arena without the shrink would keep its
     peak for good."""
 
@@ -137,11 +137,11 @@ class EncoderGraph:
         self._shrink = shrinking_arena()
         output = {o.name: o for o in self.session.get_outputs()}[LAST_HIDDEN_STATE]
         self._dtype = np.float16 if output.type == "tensor(float16)" else np.float32
-        self._d_model = output.shape[-1] if isinstance(output.shape[-1], int) else None
+        self._d_model = output.shape[-1]
+        if not isinstance(self._d_model, int):
+            raise ValueError(f"{path}: {LAST_HIDDEN_STATE} has no static hidden size ({output.shape})")
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        if self._d_model is None:  # a graph without a static hidden size: learn it from one run
-            self._d_model = encode_with(self.session, input_ids[:1, :1], attention_mask[:1, :1]).shape[-1]
         states = np.empty((*input_ids.shape, self._d_model), self._dtype)
         binding = self.session.io_binding()
         binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, np.int64))

@@ -3,9 +3,10 @@ decode steps. Prompts of different lengths share one encoder call and still get 
 tokens; while rows decode, the prompt tokens admitted per step stay within the budget; a failing
 encoder call fails only its own requests; through Triton the encoder model is not called at all,
 yet still answers direct calls; encoder and decoder graphs share one copy of the token embedding;
-the encoder's memory arena is given back after every call and, when idle, entirely."""
+the encoder's memory arena is given back after every call."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 import urllib.request
@@ -17,6 +18,7 @@ from runtime.greedy import Sequence, greedy_generate
 from runtime.memory import release_free_heap
 from runtime.onnx_runtime import EncoderGraph, OrtSeq2Seq, encode_with, open_session, shared_embedding
 from runtime.scheduler import DecodeScheduler
+from serving.server import memory_kib
 from tests.helpers import Owner, failed, finished, hf_generate, metric
 from tests.inputs import parity_pairs
 
@@ -159,7 +161,7 @@ def test_encoder_and_decoder_share_one_embedding(repository, prompts, tokens):
 
 
 def rss_mib() -> float:
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+    return memory_kib(os.getpid())["rss"] / 1024
 
 
 def test_the_encoder_arena_is_given_back_at_the_end_of_every_call(repository, prompts):
