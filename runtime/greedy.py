@@ -136,6 +136,12 @@ class DecodeBatch:
             return []
         slots = len(self.slots)
         decoder_mask = np.concatenate([self._decoder_mask, np.ones((slots, 1), np.int64)], axis=1)
+        # A hole attends to its newest position only: a mask that kept the columns of every step
+        # since the hole opened would hold back `_trim` for as long as the hole lasts, and under
+        # steady load, with more slots than rows, the highest hole is never filled (the past grew
+        # by a column per step: +400 MB in four minutes of the soak's load, t5-base).
+        holes = [i for i, row in enumerate(self.slots) if row is None]
+        decoder_mask[holes, :-1] = 0
         feed = {"input_ids": self._last[:, None], "attention_mask": decoder_mask,
                 "encoder_attention_mask": self._encoder_mask,
                 # The cache branch does not read the encoder output: a one-position stand-in.

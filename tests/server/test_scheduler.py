@@ -248,6 +248,58 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         assert not reference[len(sequence.tokens):].any()
 
 
+def test_a_hole_that_is_never_filled_does_not_hold_back_the_self_cache(runtime, prompts, hf_model, tokens):
+    """Steady load with one slot more than the rows decoding: arrivals fill the lowest holes, so
+    the highest stays a hole for good and too few rows leave at once to compact. The past the
+    decoder graph is fed must still stay within the longest limit plus TRIM_COLUMNS (it grew by
+    a column per step while the hole's mask kept every step since it opened), and every row gets
+    generate's tokens. Prompts that the test model does not end early keep the timing exact."""
+    from contract.limits import TRIM_COLUMNS
+    from runtime.greedy import DecodeBatch
+
+    limits, live, arrivals = (3, 4, 5, 6, 7, 8), 8, 160
+    references = {}
+    for index, pair in enumerate(PAIRS):
+        ids = np.array([prompts.encode(*pair)], dtype=np.int64)
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), max(limits))[0]
+        if tokens.eos not in reference.tolist():
+            references[index] = reference
+    assert references, "no parity prompt runs to its limit on the test model"
+    order = sorted(references)
+    widths = []
+
+    def run(feed, outputs):
+        widths.append(feed["attention_mask"].shape[1])  # the self-attention past + this step
+        return runtime.run_decoder(feed, outputs)
+
+    rows: list[tuple[Sequence, int]] = []
+
+    def row(n: int, limit: int | None = None) -> Sequence:
+        index = order[n % len(order)]
+        sequence = make_row(runtime, prompts, PAIRS[index], limit or limits[n % len(limits)])[0]
+        rows.append((sequence, index))
+        return sequence
+
+    batch = DecodeBatch(run, runtime.signature, tokens)
+    done = batch.admit([row(n) for n in range(live)] + [row(live, limit=2)])  # the last slot leaves first
+    done += batch.step()
+    assert len(batch.slots) == live + 1 and batch.slots[-1] is None and len(batch) == live
+    sent, steps_with_the_hole = live + 1, 0
+    while sent < arrivals:
+        top_up = live - len(batch)
+        done += batch.admit([row(sent + k) for k in range(top_up)])
+        sent += top_up
+        steps_with_the_hole += len(batch.slots) == live + 1 and batch.slots[-1] is None
+        done += batch.step()
+    while len(batch):
+        done += batch.step()
+    assert steps_with_the_hole > 3 * (max(limits) + TRIM_COLUMNS), f"the last slot a hole for {steps_with_the_hole} steps"
+    assert max(widths) <= max(limits) + TRIM_COLUMNS + 1, f"self-attention past grew to {max(widths) - 1}"
+    assert len(done) == len(rows) == sent
+    for sequence, index in rows:
+        assert sequence.tokens == references[index][: sequence.limit].tolist()
+
+
 def assert_torch_path_matches_generate(run, runtime, prompts, hf_model, tokens, pairs) -> None:
     """`run` as the decode loop's step on the PyTorch-tensor path (`TorchArrays`: states, cache
     and logits are torch tensors end to end): generate's tokens, the NumPy path's scores."""
