@@ -131,6 +131,33 @@ def test_cancelled_rows_leave_the_queue_and_the_batch(runtime, prompts, hf_model
     assert kept.tokens == hf_generate(hf_model, kept_ids, np.ones_like(kept_ids), 64)[0][: len(kept.tokens)].tolist()
 
 
+def test_a_failing_cancellation_check_neither_stops_the_loop_nor_drops_the_row(runtime, prompts, hf_model, tokens):
+    """`is_cancelled` raising for one request (on Triton, an IPC call that failed) must not end
+    the scheduler thread (every later request would hang): that request decodes on and is
+    answered, and so are the others, with generate's tokens."""
+    broken = Owner()
+
+    def is_cancelled(owner) -> bool:
+        if owner is broken:
+            raise RuntimeError("injected is_cancelled failure")
+        return owner.cancelled
+
+    scheduler = DecodeScheduler(runtime.run_decoder, runtime.signature, tokens, finished, failed,
+                                is_cancelled=is_cancelled).start()
+    try:
+        first, _, first_ids = make_row(runtime, prompts, PAIRS[5], 16)
+        first.owner = broken
+        scheduler.submit([first])
+        later, later_owner, later_ids = make_row(runtime, prompts, PAIRS[6], 16)
+        scheduler.submit([later])
+        assert broken.done.wait(30) and later_owner.done.wait(30), "the scheduler thread stopped"
+    finally:
+        scheduler.stop()
+    assert broken.error is None and later_owner.error is None
+    for row, ids in ((first, first_ids), (later, later_ids)):
+        assert row.tokens == hf_generate(hf_model, ids, np.ones_like(ids), 16)[0][: len(row.tokens)].tolist()
+
+
 def test_a_slow_answer_does_not_hold_up_decoding(runtime, prompts, tokens):
     """Finished rows are answered on the responder thread: decoding goes on meanwhile."""
     release = threading.Event()
