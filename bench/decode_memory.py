@@ -46,7 +46,7 @@ def mallinfo() -> dict[str, float]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.decode_memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
-                        help="model repository holding t5_encoder/1/model.onnx and t5_decoder/1/model.onnx")
+                        help="exported model repository (its graphs, tokenizer and export_manifest.json)")
     parser.add_argument("--seconds", type=float, default=180.0, help="how long to keep the load up")
     parser.add_argument("--clients", type=int, default=16, help="closed-loop client threads")
     parser.add_argument("--new-tokens", type=int, default=32, help="max_new_tokens per request (the soak's)")
@@ -89,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 for pair in squad_pairs(args.questions, stride=7)]
     graphs = OrtSeq2Seq(str(args.repository / "t5_encoder/1/model.onnx"),
                         str(args.repository / "t5_decoder/1/model.onnx"), share_embedding=True)
-    vocab = {o.name: o.shape[-1] for o in graphs.decoder.get_outputs()}["logits"]
-    tokens = TokenIds(decoder_start=prompts.pad_id, eos=prompts.eos_id, pad=prompts.pad_id, vocab_size=vocab)
+    tokens = TokenIds.from_dict(json.loads((args.repository / "export_manifest.json").read_text())["token_ids"])
     done: dict[int, threading.Event] = {}
 
     def finished(rows: list[Sequence]) -> None:
