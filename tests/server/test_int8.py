@@ -21,7 +21,7 @@ from contract.names import DECODER, ENCODER, MANIFEST, version_file
 from export.demo_model import build_demo_model
 from export.onnx_export import GRAPHS, INT8_GRAPHS, export_model, graph_signature
 from export.precision import PRECISIONS, check_precision
-from export.quantize import AGREEMENT_FLOOR, quantize_export
+from export.quantize import AGREEMENT_FLOOR, quantize_export, settings
 from export.tensorrt import PRECISIONS as ENGINE_PRECISIONS
 from export.validate import AGREEMENT_STRIDE, ValidationError, validate_agreement
 from runtime.greedy import greedy_generate
@@ -82,6 +82,11 @@ def test_installed_graphs_are_quantized_and_smaller(int8_repository, manifest, e
     encoder, decoder = (int8_repository / version_file(name) for name in (ENCODER, DECODER))
     ops = op_counts(encoder)["main"]
     assert ops["MatMulInteger"] >= 4 and ops["DynamicQuantizeLinear"] >= 1
+    # The weights in the type this machine's CPU multiplies without losing sums (QInt8 with VNNI).
+    wanted = onnx.TensorProto.INT8 if settings()["weight_type"] == "QInt8" else onnx.TensorProto.UINT8
+    graph = onnx.load(str(encoder)).graph
+    weights = {i.name: i.data_type for i in graph.initializer}
+    assert {weights[node.input[1]] for node in graph.node if node.op_type == "MatMulInteger"} == {wanted}
     decoder_ops = op_counts(decoder)
     assert set(decoder_ops) == {"main", "then_branch", "else_branch"}  # the merged graph's If, kept
     for branch in ("then_branch", "else_branch"):  # both steps quantized: the first and the with-past one
@@ -112,7 +117,7 @@ def test_manifest_agreement_is_the_documented_rate(manifest, export_dir, prompts
     assert report["token_agreement"] == pytest.approx(sum(prefixes) / reference, abs=1e-4)
     assert report["identical_answers"] == pytest.approx(np.mean([a == b for a, b in zip(fp32, int8)]), abs=1e-4)
     assert report["floor"] == AGREEMENT_FLOOR <= report["token_agreement"]
-    assert report["weight_type"] == "QUInt8" and report["prompts"] >= 16
+    assert report["weight_type"] == settings()["weight_type"] and report["prompts"] >= 16
 
 
 def test_floor_fails_graphs_of_another_checkpoint(tmp_path, checkpoint, export_dir, int8_repository):
