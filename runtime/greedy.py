@@ -78,7 +78,9 @@ class DecodeBatch:
     cache's widest columns once the rows that needed them left. The cross-attention cache grows
     and shrinks in steps of `CROSS_WIDTH_STEP` columns (`cross_width`), so that rows of similar
     lengths come and go without copying it. Memory and step cost follow the rows being decoded,
-    not the history of the batch."""
+    not the history of the batch. Rows that find no hole are appended into spare rows of the
+    cross-attention cache's buffers (`_append_cross`): a buffer that runs out doubles, so an
+    append copies only its own rows, not every row's cache."""
 
     def __init__(self, run: RunGraph, signature: DecoderSignature, tokens: TokenIds, arrays=None,
                  on_logits: LogitsHook | None = None):
@@ -91,6 +93,7 @@ class DecodeBatch:
         self._xp = arrays or NumpyArrays()
         self.slots: list[Sequence | None] = []  # None: a hole
         self._cache: Tensors = {}  # self-attention [B, H, P, D] (left-padded), cross [B, H, S, D]
+        self._cross_buffers: Tensors = {}  # each cross cache is the first B rows of its buffer
         self._decoder_mask = np.zeros((0, 0), np.int64)  # [B, P]: 1 where the self cache is real
         self._encoder_mask = np.zeros((0, 0), np.int64)  # [B, S]
         self._last = np.zeros(0, np.int64)  # [B]: each slot's latest token
@@ -200,7 +203,7 @@ class DecodeBatch:
         if width - end >= max(2 * CROSS_WIDTH_STEP, width // 2):
             self._encoder_mask = np.ascontiguousarray(self._encoder_mask[:, :end])
             for n in self._sig.cross_names:
-                self._cache[n] = xp.contiguous(self._cache[n][:, :, :end])
+                self._set_cross(n, xp.contiguous(self._cache[n][:, :, :end]))
 
     def _choose(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
         """Greedy choice: each row's most likely token, and its log-probability for the score.
@@ -223,7 +226,7 @@ class DecodeBatch:
         self._decoder_mask = self._decoder_mask[keep]
         self._encoder_mask = self._encoder_mask[keep]
         if not self.slots:
-            self._cache = {}
+            self._cache, self._cross_buffers = {}, {}
             return
         first = int(self._decoder_mask.any(axis=0).argmax())  # leading all-padding columns
         used = int(np.flatnonzero(self._encoder_mask.any(axis=0))[-1]) + 1  # before trailing padding
@@ -233,13 +236,14 @@ class DecodeBatch:
         for n in self._sig.self_names:
             self._cache[n] = self._cache[n][keep, :, first:]
         for n in self._sig.cross_names:
-            self._cache[n] = self._cache[n][keep, :, :end]
+            self._set_cross(n, self._cache[n][keep, :, :end])
 
     def _join(self, rows: list[Sequence], cache: Tensors, encoder_mask: np.ndarray) -> None:
         """Place rows whose first token is chosen (self cache of length 1) into holes, in
         place, or append them; widen the cross-attention cache only when they need it."""
         if not len(self):
-            self.slots, self._cache = list(rows), cache
+            self.slots, self._cache = list(rows), dict(cache)
+            self._cross_buffers = {n: cache[n] for n in self._sig.cross_names}
             self._decoder_mask = np.ones((len(rows), 1), np.int64)
             self._encoder_mask, self._last = encoder_mask, np.array([r.tokens[-1] for r in rows], np.int64)
             return
@@ -248,7 +252,7 @@ class DecodeBatch:
             width = cross_width(encoder_mask.shape[1])
             self._encoder_mask = NumpyArrays.pad(self._encoder_mask, 1, width)
             for n in self._sig.cross_names:
-                self._cache[n] = xp.pad(self._cache[n], 2, width)
+                self._set_cross(n, xp.pad(self._cache[n], 2, width))
         width, past = self._encoder_mask.shape[1], self._decoder_mask.shape[1]
         holes = [i for i, row in enumerate(self.slots) if row is None]
         placed = min(len(holes), len(rows))
@@ -262,21 +266,40 @@ class DecodeBatch:
             for n in self._sig.self_names:
                 self._cache[n][slot] = 0
                 self._cache[n][slot, :, -1:] = cache[n][j]
-            for n in self._sig.cross_names:
-                self._cache[n][slot] = 0
+            for n in self._sig.cross_names:  # the new row's columns, then zeros past them
                 self._cache[n][slot, :, : encoder_mask.shape[1]] = cache[n][j]
+                self._cache[n][slot, :, encoder_mask.shape[1]:] = 0
         if placed == len(rows):
             return
-        extra = slice(placed, None)  # no holes left: append (copies the cache once)
-        for n in self._sig.self_names:
+        extra = slice(placed, None)  # no holes left: append
+        for n in self._sig.self_names:  # a few columns per row: copied
             self._cache[n] = xp.cat([self._cache[n], xp.pad(cache[n][extra], 2, past, left=True)])
         for n in self._sig.cross_names:
-            self._cache[n] = xp.cat([self._cache[n], xp.pad(cache[n][extra], 2, width)])
+            self._append_cross(n, cache[n][extra])
         new_mask = NumpyArrays.pad(np.ones((len(rows) - placed, 1), np.int64), 1, past, left=True)
         self._decoder_mask = np.concatenate([self._decoder_mask, new_mask])
         self._encoder_mask = np.concatenate([self._encoder_mask, NumpyArrays.pad(encoder_mask[extra], 1, width)])
         self.slots += rows[placed:]
         self._last = np.concatenate([self._last, [r.tokens[-1] for r in rows[placed:]]]).astype(np.int64)
+
+    def _set_cross(self, name: str, array) -> None:
+        """A new cross cache (`array`, a buffer with no spare rows)."""
+        self._cache[name] = self._cross_buffers[name] = array
+
+    def _append_cross(self, name: str, rows) -> None:
+        """Append `rows` ([k, H, columns, D], columns within the cache's width) to the cross cache,
+        into its buffer's spare rows (zeros from the allocation: a buffer's rows past the cache
+        were never written). Only when the buffer is full: a buffer twice the rows needed,
+        with the cache copied in once. Untouched spare rows cost no memory on the host (fresh
+        zero pages) until a row is written there."""
+        cache, buffer = self._cache[name], self._cross_buffers[name]
+        used, need = cache.shape[0], cache.shape[0] + rows.shape[0]
+        if buffer.shape[0] < need:
+            buffer = self._xp.zeros((2 * need, *cache.shape[1:]), like=cache)
+            buffer[:used] = cache
+            self._cross_buffers[name] = buffer
+        buffer[used:need, :, : rows.shape[2]] = rows
+        self._cache[name] = buffer[:need]
 
 
 def cross_width(columns: int) -> int:

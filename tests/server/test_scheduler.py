@@ -275,6 +275,63 @@ def test_decode_batch_fills_holes_widens_appends_and_compacts(runtime, prompts, 
         assert not reference[len(sequence.tokens):].any()
 
 
+@pytest.mark.parametrize("arrays", ["numpy", "torch"])
+def test_appended_rows_go_into_spare_rows_of_the_cross_cache(runtime, prompts, hf_model, tokens, arrays):
+    """Rows that find no hole: the first append moves the cross-attention cache into a buffer
+    with spare rows (one copy); later appends write only their own rows into it, the earlier
+    rows' keys and values stay where they are (no copy of every row's cache per append). Every
+    row, on either array type, still gets generate's tokens."""
+    import torch
+
+    from runtime.arrays import NumpyArrays, TorchArrays
+    from runtime.greedy import DecodeBatch
+
+    xp = TorchArrays() if arrays == "torch" else NumpyArrays()
+    entries = []
+
+    def rows(*indices: int) -> list[Sequence]:
+        made = [make_row(runtime, prompts, PAIRS[i], 12) for i in indices]
+        entries.extend(made)
+        if arrays == "torch":
+            for sequence, _, _ in made:
+                sequence.states = torch.from_numpy(sequence.states)
+        return [sequence for sequence, _, _ in made]
+
+    def address(array) -> int:
+        return array.data_ptr() if arrays == "torch" else array.__array_interface__["data"][0]
+
+    batch = DecodeBatch(runtime.run_decoder if arrays == "numpy" else torch_run(runtime), runtime.signature,
+                        tokens, xp)
+    name = runtime.signature.cross_names[0]
+    done = batch.admit(rows(0, 1))
+    done += batch.step()
+    done += batch.admit(rows(2))  # no hole: appended, into a new buffer with spare rows
+    first = address(batch._cache[name])  # noqa: SLF001 - where the cross cache lives
+    done += batch.step()
+    done += batch.admit(rows(3, 4))  # appended again: into the spare rows
+    assert len(batch.slots) == 5
+    assert address(batch._cache[name]) == first, "the cross cache was copied for an append"
+    while len(batch):
+        done += batch.step()
+    assert len(done) == len(entries) == 5
+    for sequence, _, ids in entries:
+        reference = hf_generate(hf_model, ids, np.ones_like(ids), 12)[0]
+        assert sequence.tokens == reference[: len(sequence.tokens)].tolist()
+        assert not reference[len(sequence.tokens):].any()
+
+
+def torch_run(runtime):
+    """The decoder graph behind a torch interface, as BLS + DLPack gives it (the GPU targets'
+    array path, here on the CPU)."""
+    import torch
+
+    def run(feed, outputs):
+        out = runtime.run_decoder({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()},
+                                  outputs)
+        return {k: torch.from_numpy(v) for k, v in out.items()}
+    return run
+
+
 def test_a_hole_that_is_never_filled_does_not_hold_back_the_self_cache(runtime, prompts, hf_model, tokens):
     """Steady load with one slot more than the rows decoding: arrivals fill the lowest holes, so
     the highest stays a hole for good and too few rows leave at once to compact. The past the
@@ -351,13 +408,7 @@ def assert_torch_path_matches_generate(run, runtime, prompts, hf_model, tokens, 
 def test_torch_arrays_path_matches_generate(runtime, prompts, hf_model, tokens):
     """The GPU targets' array path (PyTorch tensors, kept on the device there), here on the
     CPU, with the decoder graph behind a torch interface as BLS + DLPack gives it."""
-    import torch
-
-    def run_torch(feed, outputs):
-        host = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in feed.items()}
-        return {k: torch.from_numpy(v) for k, v in runtime.run_decoder(host, outputs).items()}
-
-    assert_torch_path_matches_generate(run_torch, runtime, prompts, hf_model, tokens, PAIRS[10:16])
+    assert_torch_path_matches_generate(torch_run(runtime), runtime, prompts, hf_model, tokens, PAIRS[10:16])
 
 
 def test_io_binding_executor_matches_generate(export_dir, runtime, prompts, hf_model, tokens):
