@@ -122,14 +122,22 @@ def targets(data: dict) -> list[Target]:
     return found
 
 
+def machine_text(data: dict) -> str:
+    """The machine `bench.serving` recorded (this one for a run that recorded none)."""
+    recorded = data.get("machine")
+    if not recorded:
+        return f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
+    dot = f", int8 dot product: {recorded['int8_dot']}" if recorded.get("int8_dot") else ", no int8 dot product (VNNI)"
+    return f"{recorded['cpus']} CPUs ({recorded['cpu']}{dot})"
+
+
 def header(data: dict, command: str) -> list[str]:
     minutes = f"took {data['duration_s'] / 60:.0f} minutes here" if data.get("duration_s") else "about 15-20 minutes"
     runs = data.get("repetitions", 1)
     return [
         "# Benchmarks",
         "",
-        f"Reproduce: `{command}` ({minutes}). Machine: {os.cpu_count()} CPUs "
-        f"({platform.processor() or platform.machine()}), no GPU; all systems measured in one run, on the same "
+        f"Reproduce: `{command}` ({minutes}). Machine: {machine_text(data)}, no GPU; all systems measured in one run, on the same "
         f"SQuAD 2.0 dev questions (median {data['prompt_tokens_median']:.0f} prompt tokens), "
         "fixed `max_new_tokens`; demo t5-base (random weights; fp32 unless the system says int8). Figures are "
         "noisy on 2 shared cores: compare within this run.",

@@ -119,6 +119,14 @@ def test_render_shows_every_system_the_spread_and_the_int8_agreement():
     assert "validation.int8_agreement | 0.97" in text and "took 15 minutes" in text and "CTranslate2 4.8.5" in text
 
 
+def test_render_names_the_machine_the_run_recorded():
+    data = {**bench_data(), "machine": {"cpus": 2, "cpu": "Intel(R) Xeon(R) Processor @ 2.80GHz", "int8_dot": "avx512_vnni"}}
+    assert "Machine: 2 CPUs (Intel(R) Xeon(R) Processor @ 2.80GHz, int8 dot product: avx512_vnni), no GPU" in \
+        render(data, "make bench")
+    data["machine"] = {"cpus": 2, "cpu": "AMD EPYC 7B12", "int8_dot": None}
+    assert "Machine: 2 CPUs (AMD EPYC 7B12, no int8 dot product (VNNI)), no GPU" in render(data, "make bench")
+
+
 def test_render_links_the_plot_only_when_one_was_drawn():
     assert "(benchmarks.png)" in render(bench_data(), "make bench")
     assert "(benchmarks.png)" not in render({**bench_data(), "plotted": False}, "make bench")
