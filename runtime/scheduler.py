@@ -235,7 +235,7 @@ class DecodeScheduler:
             return False
 
     def _loop(self) -> None:
-        while (admitted := self._schedule()) is not None:
+        while (admitted := self._scheduled()) is not None:
             start = time.perf_counter()
             admitted = self._encoded(admitted)
             try:
@@ -258,6 +258,28 @@ class DecodeScheduler:
                     self._observe(self.stats)
                 except Exception:  # noqa: BLE001 - statistics must never stop decoding
                     log.exception("scheduler observer failed")
+
+    def _scheduled(self) -> list[Sequence] | None:
+        """`_schedule`, with its failures (a cache compaction for cancelled rows, say) reported
+        to the requests they touch instead of ending the thread, after which every request would
+        hang: the running rows fail (their batch may be half changed), the queue waits for the
+        next try; a failure with no rows running fails the queued requests too."""
+        while True:
+            try:
+                return self._schedule()
+            except Exception as error:  # noqa: BLE001 - reported to the affected requests, keep serving
+                log.exception("scheduling the next step failed")
+                with self._wake:
+                    failed = self._batch.rows
+                    self._batch = self._new_batch()
+                    if not failed:
+                        failed = [row for rows in self._queue for row in rows]
+                        self._queue.clear()
+                        self._queued_rows = 0
+                if failed:
+                    self._outbox.put((failed, error))
+                else:  # nothing to fail: try again, but do not spin
+                    time.sleep(0.1)
 
     def _encoded(self, rows: list[Sequence]) -> list[Sequence]:
         """`rows` with their encoder states; if the encoder fails, they fail (the running rows go on)."""

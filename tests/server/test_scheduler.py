@@ -101,6 +101,42 @@ def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompt
         scheduler.stop()
 
 
+
+def test_a_failing_schedule_fails_the_running_rows_and_the_scheduler_goes_on(runtime, prompts, hf_model, tokens,
+                                                                                monkeypatch):
+    """Scheduling raising (here: taking a cancelled row out of the batch) must not end the
+    scheduler thread, after which every request would hang: the rows running with it fail with
+    the error, the waiting ones and every later request are answered with generate's tokens."""
+    from runtime.greedy import DecodeBatch
+    drop = DecodeBatch.drop
+
+    def failing_once(self, rows):
+        monkeypatch.setattr(DecodeBatch, "drop", drop)
+        raise MemoryError("injected failure while dropping cancelled rows")
+
+    monkeypatch.setattr(DecodeBatch, "drop", failing_once)
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens, max_active_rows=2).start()
+    try:
+        cancelled, cancelled_owner, _ = make_row(runtime, prompts, PAIRS[5], 64)  # 64 tokens
+        running, running_owner, _ = make_row(runtime, prompts, PAIRS[6], 64)  # 64 tokens
+        waiting, waiting_owner, waiting_ids = make_row(runtime, prompts, PAIRS[8], 16)  # stops after 2
+        for row in (cancelled, running, waiting):  # the third waits: two rows at most
+            scheduler.submit([row])
+        wait_for(lambda: len(cancelled.tokens) >= 2 and len(running.tokens) >= 1)
+        assert not running_owner.done.is_set()
+        cancelled_owner.cancelled = True
+        assert running_owner.done.wait(30), "the scheduler thread stopped"
+        assert "injected failure" in running_owner.error
+        later, later_owner, later_ids = make_row(runtime, prompts, PAIRS[12], 16)  # stops after 6
+        scheduler.submit([later])
+        assert waiting_owner.done.wait(60) and later_owner.done.wait(60), "the scheduler thread stopped"
+    finally:
+        scheduler.stop()
+    assert waiting_owner.error is None and later_owner.error is None
+    for row, ids in ((waiting, waiting_ids), (later, later_ids)):
+        assert row.tokens == hf_generate(hf_model, ids, np.ones_like(ids), 16)[0][: len(row.tokens)].tolist()
+
+
 def test_stop_fails_waiting_rows(runtime, prompts, tokens):
     scheduler = scheduler_for(runtime.run_decoder, runtime, tokens)
     row, owner, _ = make_row(runtime, prompts, PAIRS[4], 8)
