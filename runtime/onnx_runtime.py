@@ -32,11 +32,13 @@ def providers_for(device: str) -> list:
 
 def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1,
                  initializers: dict[str, ort.OrtValue] | None = None, device: str = "cpu",
-                 memory_arena: bool = False) -> ort.InferenceSession:
+                 memory_arena: bool = False, profile_prefix: str | None = None) -> ort.InferenceSession:
     """A session with full graph optimisation on `device` (`providers_for`); 0 threads means one
     per available core. `initializers` replace the graph's own by name, without a copy (the
     caller keeps them alive). `memory_arena`: ONNX Runtime's CPU arena, for a graph run with
-    `shrinking_arena` (`EncoderGraph`); off by default, see below."""
+    `shrinking_arena` (`EncoderGraph`); off by default, see below. `profile_prefix`: ONNX
+    Runtime's profiler on, its JSON trace written to `<prefix>_<date>.json` by `end_profiling()`
+    (`bench.graph_profile`)."""
     options = ort.SessionOptions()
     for name, value in (initializers or {}).items():
         options.add_initializer(name, value)
@@ -50,6 +52,8 @@ def open_session(path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
     # Runtime's CPU arena keeps every size it ever served and grew without bound under load
     # (soak: greedy stub 1 -> 7 GB in 10 min). Plain allocations return memory instead.
     options.enable_cpu_mem_arena = memory_arena
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(path, sess_options=options, providers=providers_for(device))
 
 

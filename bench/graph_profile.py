@@ -1,0 +1,137 @@
+"""Where the cpu target's graph time goes, by ONNX Runtime operator: its profiler on the encoder
+(one SQuAD prompt, batch 1) and on decode steps (`--batch` rows, `runtime.greedy.DecodeBatch`),
+with the sessions' settings of the server (`runtime.onnx_runtime.open_session`) and the share of
+the time in MatMul with the rate it reaches (GFLOP/s from the graphs' shapes, counted for the
+encoder: 2 x prompt tokens x its MatMul weights).
+
+  python -m bench.graph_profile --repository model_repository --batch 16 --output docs/graph-profile.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+CONTROL_FLOW = {"If", "Loop", "Scan"}  # their time is their subgraph's nodes', counted there
+
+
+def operator_times(trace: Path, skip_runs: int = 1) -> dict[str, dict]:
+    """Per operator type in an ONNX Runtime profile, after its first `skip_runs` runs (the first
+    plans memory and packs weights): milliseconds per run, share, nodes per run (the merged
+    decoder's `If` left out: its time is that of the branch's nodes)."""
+    events = json.loads(trace.read_text())
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    after = runs[skip_runs - 1][1] if skip_runs else -1
+    counted = len(runs) - skip_runs
+    micros, nodes = Counter(), Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] > after:
+            op = event["args"].get("op_name", "?")
+            if op in CONTROL_FLOW:
+                continue
+            micros[op] += event["dur"]
+            nodes[op] += 1
+    total = sum(micros.values()) or 1
+    return {op: {"ms_per_run": round(us / 1000 / counted, 2), "share": round(us / total, 3),
+                 "nodes_per_run": round(nodes[op] / counted, 2)} for op, us in micros.most_common()}
+
+
+def matmul_weights(path: Path) -> int:
+    """Elements of the 2-D initializers that MatMul nodes read (the projections' weights)."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    read = {name for node in graph.node if node.op_type == "MatMul" for name in node.input}
+    return sum(int(np.prod(t.dims)) for t in graph.initializer if t.name in read and len(t.dims) == 2)
+
+
+def profile_encoder(path: Path, ids: np.ndarray, runs: int, workdir: Path) -> dict:
+    from runtime.onnx_runtime import encode_with, open_session
+    session = open_session(str(path), profile_prefix=str(workdir / "encoder"))
+    mask = np.ones_like(ids)
+    encode_with(session, ids, mask)  # the first run plans memory and packs weights: not counted
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        encode_with(session, ids, mask)
+        times.append((time.perf_counter() - start) * 1000)
+    trace = Path(session.end_profiling())
+    ops = operator_times(trace)
+    gflop = 2 * ids.shape[1] * matmul_weights(path) / 1e9
+    matmul_ms = ops.get("MatMul", {}).get("ms_per_run", 0.0)
+    return {"prompt_tokens": int(ids.shape[1]), "ms_per_run": round(statistics.median(times), 1),
+            "matmul_gflop": round(gflop, 2), "matmul_gflop_per_s": round(gflop / matmul_ms * 1000, 1) if matmul_ms else None,
+            "operators": ops}
+
+
+def profile_steps(repository: Path, inputs: list[np.ndarray], batch: int, steps: int, workdir: Path) -> dict:
+    from contract.graphs import DecoderSignature
+    from contract.tokens import TokenIds
+    from runtime.greedy import DecodeBatch, Sequence
+    from runtime.onnx_runtime import EncoderGraph, input_shapes, open_session, run_graph
+    tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
+    encode = EncoderGraph(str(repository / "t5_encoder/1/model.onnx"))
+    rows = [Sequence(encode(ids, np.ones_like(ids))[0], np.ones(ids.shape[1], np.int64), 10_000)
+            for ids in (inputs * batch)[:batch]]
+    session = open_session(str(repository / "t5_decoder/1/model.onnx"), profile_prefix=str(workdir / "decoder"))
+    signature = DecoderSignature.from_inputs(input_shapes(session))
+    decode = DecodeBatch(lambda feed, outputs: run_graph(session, feed, outputs), signature, tokens)
+    decode.admit(rows)  # the first step (no past: projects the prompts into cross-attention keys/values)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        decode.step()
+        times.append((time.perf_counter() - start) * 1000)
+    trace = Path(session.end_profiling())
+    return {"rows": batch, "steps": steps, "ms_per_step": round(statistics.median(times), 1),
+            "cross_columns": max(len(row.mask) for row in rows), "operators": operator_times(trace)}
+
+
+def table(ops: dict[str, dict], top: int = 8) -> str:
+    lines = ["| operator | ms per run | share | nodes per run |", "|---|---|---|---|"]
+    lines += [f"| {op} | {v['ms_per_run']} | {100 * v['share']:.1f}% | {v['nodes_per_run']} |"
+              for op, v in list(ops.items())[:top]]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.graph_profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"),
+                        help="a model repository built for the cpu target")
+    parser.add_argument("--checkpoint", default="build/models/demo-base",
+                        help="the checkpoint the repository was exported from (its tokenizer)")
+    parser.add_argument("--batch", type=int, default=16, help="rows per decode step")
+    parser.add_argument("--runs", type=int, default=4, help="encoder runs and decode steps profiled")
+    parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    encoder = args.repository / "t5_encoder/1/model.onnx"
+    if not encoder.is_file():
+        sys.exit(f"{encoder} not found: build the repository first (make serve or make bench builds it)")
+    from bench.serving import load_inputs, machine
+    inputs = load_inputs(args.repository, args.checkpoint)
+    median = sorted(inputs, key=lambda ids: ids.shape[1])[len(inputs) // 2]
+    with tempfile.TemporaryDirectory() as workdir:
+        result = {"machine": machine(),
+                  "encoder": profile_encoder(encoder, median, args.runs, Path(workdir)),
+                  "decode_step": profile_steps(args.repository, inputs, args.batch, args.runs, Path(workdir))}
+    enc, step = result["encoder"], result["decode_step"]
+    print(f"encoder, {enc['prompt_tokens']} tokens: {enc['ms_per_run']} ms; MatMul {enc['matmul_gflop']} GFLOP "
+          f"at {enc['matmul_gflop_per_s']} GFLOP/s\n\n{table(enc['operators'])}\n")
+    print(f"decode step, {step['rows']} rows: {step['ms_per_step']} ms\n\n{table(step['operators'])}")
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
