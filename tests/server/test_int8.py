@@ -66,6 +66,27 @@ def op_counts(path: Path) -> dict[str, Counter]:
     return counts
 
 
+def weight_types(path: Path) -> dict[str, set[int]]:
+    """Per graph and subgraph (the merged decoder's If branches) of the model at `path`, the
+    element types of the weights its MatMulInteger nodes multiply by (initializers of the graph
+    or of an enclosing one)."""
+    found: dict[str, set[int]] = {}
+
+    def walk(graph, name: str, outer: dict[str, int]) -> None:
+        weights = {**outer, **{i.name: i.data_type for i in graph.initializer}}
+        types = {weights[node.input[1]] for node in graph.node
+                 if node.op_type == "MatMulInteger" and node.input[1] in weights}
+        if types:
+            found[name] = types
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    walk(attribute.g, attribute.name, weights)
+
+    walk(onnx.load(str(path)).graph, "main", {})
+    return found
+
+
 def answers(graph_pair: tuple[Path, Path], prompts, tokens, pairs, new_tokens: int, batch: int) -> list[list[int]]:
     """Greedy answers (`</s>` included) of the graphs, `batch` prompts at a time, with the loop the server runs."""
     runtime = OrtSeq2Seq(*map(str, graph_pair))
@@ -84,9 +105,8 @@ def test_installed_graphs_are_quantized_and_smaller(int8_repository, manifest, e
     assert ops["MatMulInteger"] >= 4 and ops["DynamicQuantizeLinear"] >= 1
     # The weights in the type this machine's CPU multiplies without losing sums (QInt8 with VNNI).
     wanted = onnx.TensorProto.INT8 if settings()["weight_type"] == "QInt8" else onnx.TensorProto.UINT8
-    graph = onnx.load(str(encoder)).graph
-    weights = {i.name: i.data_type for i in graph.initializer}
-    assert {weights[node.input[1]] for node in graph.node if node.op_type == "MatMulInteger"} == {wanted}
+    assert weight_types(encoder) == {"main": {wanted}}
+    assert weight_types(decoder) == {"then_branch": {wanted}, "else_branch": {wanted}}  # both decoder steps
     decoder_ops = op_counts(decoder)
     assert set(decoder_ops) == {"main", "then_branch", "else_branch"}  # the merged graph's If, kept
     for branch in ("then_branch", "else_branch"):  # both steps quantized: the first and the with-past one
