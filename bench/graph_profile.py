@@ -2,7 +2,8 @@
 (one SQuAD prompt, batch 1) and on decode steps (`--batch` rows, `runtime.greedy.DecodeBatch`),
 with the sessions' settings of the server (`runtime.onnx_runtime.open_session`) and the share of
 the time in MatMul with the rate it reaches (GFLOP/s from the graphs' shapes, counted for the
-encoder: 2 x prompt tokens x its MatMul weights).
+encoder: 2 x prompt tokens x its MatMul weights); then what one long prompt in a decode batch
+costs every step (all rows attend over as many cross-attention columns as the longest).
 
   python -m bench.graph_profile --repository model_repository --batch 16 --output docs/graph-profile.json
 """
@@ -93,6 +94,36 @@ def profile_steps(repository: Path, inputs: list[np.ndarray], batch: int, steps:
             "cross_columns": max(len(row.mask) for row in rows), "operators": operator_times(trace)}
 
 
+def one_long_row(repository: Path, inputs: list[np.ndarray], batch: int, steps: int, rounds: int = 3) -> dict:
+    """Decode step time (median of `steps`) at `batch` rows of the median prompt, and with one of
+    them the longest prompt instead: every row's cross-attention then reads as many (padded)
+    columns as the longest. Alternating, `rounds` times each, profiler off."""
+    from contract.tokens import TokenIds
+    from runtime.greedy import DecodeBatch, Sequence
+    from runtime.onnx_runtime import OrtSeq2Seq
+    tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
+    graphs = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
+    ordered = sorted(inputs, key=lambda ids: ids.shape[1])
+    median, longest = (graphs.encode(ids, np.ones_like(ids))[0] for ids in (ordered[len(ordered) // 2], ordered[-1]))
+
+    def step_ms(states: list[np.ndarray]) -> float:
+        decode = DecodeBatch(graphs.run_decoder, graphs.signature, tokens)
+        decode.admit([Sequence(s, np.ones(len(s), np.int64), 10_000) for s in states])
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            decode.step()
+            times.append((time.perf_counter() - start) * 1000)
+        return round(statistics.median(times), 1)
+
+    same, mixed = [], []
+    for _ in range(rounds):
+        same.append(step_ms([median] * batch))
+        mixed.append(step_ms([median] * (batch - 1) + [longest]))
+    return {"rows": batch, "median_tokens": len(median), "longest_tokens": len(longest),
+            "step_ms_all_median": same, "step_ms_one_longest": mixed}
+
+
 def table(ops: dict[str, dict], top: int = 8) -> str:
     lines = ["| operator | ms per run | share | nodes per run |", "|---|---|---|---|"]
     lines += [f"| {op} | {v['ms_per_run']} | {100 * v['share']:.1f}% | {v['nodes_per_run']} |"
@@ -124,11 +155,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         result = {"machine": machine(),
                   "encoder": profile_encoder(encoder, median, args.runs, Path(workdir)),
-                  "decode_step": profile_steps(args.repository, inputs, args.batch, args.runs, Path(workdir))}
+                  "decode_step": profile_steps(args.repository, inputs, args.batch, args.runs, Path(workdir)),
+                  "one_long_row": one_long_row(args.repository, inputs, args.batch, 3 * args.runs)}
     enc, step = result["encoder"], result["decode_step"]
     print(f"encoder, {enc['prompt_tokens']} tokens: {enc['ms_per_run']} ms; MatMul {enc['matmul_gflop']} GFLOP "
           f"at {enc['matmul_gflop_per_s']} GFLOP/s\n\n{table(enc['operators'])}\n")
-    print(f"decode step, {step['rows']} rows: {step['ms_per_step']} ms\n\n{table(step['operators'])}")
+    print(f"decode step, {step['rows']} rows: {step['ms_per_step']} ms\n\n{table(step['operators'])}\n")
+    long = result["one_long_row"]
+    print(f"decode step, {long['rows']} rows of {long['median_tokens']} prompt tokens: {long['step_ms_all_median']} ms; "
+          f"one of them {long['longest_tokens']} tokens instead: {long['step_ms_one_longest']} ms")
     if args.output:
         args.output.write_text(json.dumps(result, indent=1) + "\n")
 
