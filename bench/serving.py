@@ -535,13 +535,9 @@ def package_version(name: str) -> str | None:
 def machine() -> dict:
     """What the figures were measured on (they change with it: ONNX Runtime's int8 kernels, for one,
     are 2.4x faster with VNNI): the CPU count, model name and int8 dot-product flag."""
-    from export.quantize import CPUINFO, int8_dot
-    try:
-        cpuinfo = CPUINFO.read_text()
-    except OSError:
-        cpuinfo = ""
-    names = [line.partition(":")[2].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    return {"cpus": os.cpu_count(), "cpu": names[0] if names else platform.machine(), "int8_dot": int8_dot(cpuinfo)}
+    from export.quantize import cpuinfo_fields, int8_dot
+    return {"cpus": os.cpu_count(), "cpu": cpuinfo_fields().get("model name") or platform.machine(),
+            "int8_dot": int8_dot()}
 
 
 def load_inputs(repository: Path, checkpoint: str) -> list[np.ndarray]:

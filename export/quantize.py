@@ -67,19 +67,26 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni")
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def int8_dot(cpuinfo: str | None = None) -> str | None:
-    """The first of INT8_DOT_FLAGS among the CPU's flags (`cpuinfo`: the text of /proc/cpuinfo,
-    read when not given; None where it cannot be read)."""
+def cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """Each field of Linux's /proc/cpuinfo as it first appears (the first processor's: model
+    name, flags, ...); `cpuinfo`: the file's text, read when not given; {} where it cannot be read."""
     if cpuinfo is None:
         try:
             cpuinfo = CPUINFO.read_text()
         except OSError:
-            return None
-    flags = set()
+            return {}
+    fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def int8_dot(cpuinfo: str | None = None) -> str | None:
+    """The first of INT8_DOT_FLAGS among the CPU's flags (`cpuinfo` as for `cpuinfo_fields`;
+    None where it cannot be read)."""
+    flags = set(cpuinfo_fields(cpuinfo).get("flags", "").split())
     return next((flag for flag in INT8_DOT_FLAGS if flag in flags), None)
 
 

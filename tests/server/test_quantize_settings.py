@@ -4,7 +4,7 @@ kernels saturate; graphs quantized with other settings are not reused."""
 from __future__ import annotations
 
 from export.onnx_export import INT8_GRAPHS
-from export.quantize import QUANTIZER_VERSION, _reusable, int8_dot, settings
+from export.quantize import QUANTIZER_VERSION, _reusable, cpuinfo_fields, int8_dot, settings
 
 XEON_VNNI = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz
@@ -28,6 +28,14 @@ def test_avx2_alone_keeps_unsigned_weights():
         assert int8_dot(cpuinfo) is None
         assert settings(cpuinfo) == {"weight_type": "QUInt8", "int8_dot": None, "per_channel": True,
                                      "reduce_range": False, "op_types": ["MatMul"]}
+
+
+
+def test_cpuinfo_fields_are_the_first_processors():
+    assert cpuinfo_fields(XEON_VNNI)["model name"] == "Intel(R) Xeon(R) Processor @ 2.80GHz"
+    assert cpuinfo_fields(EPYC_AVX2) == {"processor": "0", "model name": "AMD EPYC 7B12",
+                                         "flags": "sse2 avx avx2 fma sha_ni"}
+    assert cpuinfo_fields("") == {}
 
 
 def test_graphs_made_for_another_cpu_are_made_again(tmp_path):
