@@ -137,6 +137,44 @@ def test_a_failing_schedule_fails_the_running_rows_and_the_scheduler_goes_on(run
         assert row.tokens == hf_generate(hf_model, ids, np.ones_like(ids), 16)[0][: len(row.tokens)].tolist()
 
 
+def test_a_failing_schedule_with_no_rows_running_fails_the_queue_and_the_scheduler_goes_on(
+        runtime, prompts, hf_model, tokens, monkeypatch):
+    """With no rows running, a failure while scheduling fails the requests waiting in the queue;
+    with nobody to fail either, the loop tries again. Later requests are answered."""
+    from runtime.greedy import DecodeBatch
+    drop = DecodeBatch.drop
+    failures: list[int] = []
+
+    def failing_twice(self, rows):
+        if len(failures) < 2:
+            failures.append(len(rows))
+            raise MemoryError("injected failure while dropping cancelled rows")
+        drop(self, rows)
+
+    monkeypatch.setattr(DecodeBatch, "drop", failing_twice)
+    scheduler = scheduler_for(runtime.run_decoder, runtime, tokens)
+    try:
+        cancelled, cancelled_owner, _ = make_row(runtime, prompts, PAIRS[5], 16)
+        waiting, waiting_owner, _ = make_row(runtime, prompts, PAIRS[8], 16)
+        scheduler.submit([cancelled])
+        scheduler.submit([waiting])
+        cancelled_owner.cancelled = True
+        scheduler.start()  # the first schedule drops the cancelled row from the queue, and fails
+        assert waiting_owner.done.wait(30) and "injected failure" in waiting_owner.error
+        alone, alone_owner, _ = make_row(runtime, prompts, PAIRS[6], 16)
+        alone_owner.cancelled = True
+        scheduler.submit([alone])  # fails again, with no row queued or running: retried
+        wait_for(lambda: len(failures) == 2)
+        later, later_owner, later_ids = make_row(runtime, prompts, PAIRS[12], 16)
+        scheduler.submit([later])
+        assert later_owner.done.wait(60), "the scheduler thread stopped"
+    finally:
+        scheduler.stop()
+    assert failures == [0, 0] and not cancelled.tokens and not alone.tokens
+    assert later_owner.error is None
+    assert later.tokens == hf_generate(hf_model, later_ids, np.ones_like(later_ids), 16)[0][: len(later.tokens)].tolist()
+
+
 def test_stop_fails_waiting_rows(runtime, prompts, tokens):
     scheduler = scheduler_for(runtime.run_decoder, runtime, tokens)
     row, owner, _ = make_row(runtime, prompts, PAIRS[4], 8)
