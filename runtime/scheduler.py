@@ -2,9 +2,11 @@
 (vLLM's `EngineCore.step`): schedule → execute → update.
 
 - schedule: drop the rows whose requests were cancelled, and take the waiting requests that
-  fit (`max_active_rows`, and while rows are decoding `max_encode_tokens` of prompts still to
-  encode, so that the running rows keep their pace); with `join_running=False` only into an
-  empty batch (request-level batching, the benchmark's baseline);
+  fit (`max_active_rows`); while rows are decoding, in arrival order and only those whose
+  encoder call costs the running rows less time than they would wait for them
+  (`runtime.admission`), within `max_encode_tokens` of prompts per iteration (the first one
+  whatever its length); with `join_running=False` only into an empty batch (request-level
+  batching, the benchmark's baseline);
 - execute: the encoder for the admitted rows that arrived as token ids (with `encode`: prompts
   of different lengths together, `runtime.encoding`), their first step (one decoder call for
   all of them), then one step for every running row. One thread runs encoder and decoder in
@@ -32,6 +34,7 @@ from typing import Any, Callable
 
 from contract.graphs import DecoderSignature
 from contract.tokens import TokenIds
+from runtime.admission import JoinCosts, admissible
 from runtime.encoding import Encode, encode_rows
 from runtime.greedy import DecodeBatch, RunGraph, Sequence, Tensors
 
@@ -71,17 +74,20 @@ class DecodeScheduler:
                  arrays=None, is_cancelled: Callable[[Any], bool] | None = None,
                  max_queue_wait_s: float | None = None, encode: Encode | None = None,
                  max_encode_tokens: int = 0, on_idle: Callable[[], None] | None = None,
-                 idle_after_s: float = IDLE_AFTER_S):
+                 idle_after_s: float = IDLE_AFTER_S, join_costs: JoinCosts | None = None):
         """`on_finished(rows)` and `on_failed(rows, error)` run on the responder thread;
         `observe(stats)` on the scheduler thread after every iteration; `is_cancelled(owner)`
         on the scheduler thread before every iteration. `encode` runs the encoder for rows
         submitted as token ids (`Sequence.input_ids`); `max_encode_tokens` (0: no limit) bounds
-        the prompt tokens admitted per iteration while rows are decoding (at least one request
-        is admitted). `on_idle()` runs on the scheduler thread once per idle spell, when nothing
+        the prompt tokens admitted per iteration while rows are decoding (the first request
+        whatever its length); `join_costs` decides
+        whether a waiting request joins running rows (by default from this loop's timings).
+        `on_idle()` runs on the scheduler thread once per idle spell, when nothing
         has been queued or running for `idle_after_s` (the server's hook to hand freed memory
         back to the OS)."""
         self.join_running = join_running
         self._encode, self.max_encode_tokens = encode, max_encode_tokens
+        self.join_costs = join_costs or JoinCosts()
         self._pad_id = tokens.pad
         self.max_active_rows = max_active_rows
         self.max_queued_rows = max_queued_rows
@@ -192,12 +198,11 @@ class DecodeScheduler:
             admitted: list[Sequence] = []
             if len(self._batch) and not self.join_running:
                 return admitted
-            budget = self.max_encode_tokens if len(self._batch) and self.max_encode_tokens else float("inf")
-            while self._queue and len(self._batch) + len(admitted) + len(self._queue[0]) <= self.max_active_rows:
-                prompt_tokens = sum(row.needs_encoding for row in self._queue[0])
-                if admitted and prompt_tokens > budget:
-                    break
-                budget -= prompt_tokens
+            running = self._batch.rows
+            steps_left = max((row.limit - len(row.tokens) for row in running), default=0)
+            waiting = ((len(rows), sum(row.needs_encoding for row in rows)) for rows in self._queue)
+            for _ in range(admissible(waiting, len(running), steps_left, self.max_active_rows,
+                                      self.max_encode_tokens, self.join_costs)):
                 rows = self._queue.popleft()
                 self._queued_rows -= len(rows)
                 admitted.extend(rows)
@@ -237,11 +242,16 @@ class DecodeScheduler:
     def _loop(self) -> None:
         while (admitted := self._scheduled()) is not None:
             start = time.perf_counter()
+            prompt_tokens = sum(row.needs_encoding for row in admitted)
             admitted = self._encoded(admitted)
             try:
                 finished = self._batch.admit(admitted)  # execute
+                stepping = time.perf_counter()
+                if admitted:  # (an encoder call that failed is no estimate)
+                    self.join_costs.observed_admission(stepping - start, prompt_tokens)
                 self.stats.row_steps += len(self._batch)
                 finished += self._batch.step()
+                self.join_costs.observed_step(time.perf_counter() - stepping)
             except Exception as error:  # noqa: BLE001 - report to every affected request, keep serving
                 failed = admitted + [row for row in self._batch.rows if row not in admitted]
                 self._batch = self._new_batch()

@@ -1,6 +1,7 @@
 """The cpu target's single loop: the scheduler encodes prompts that arrive as token ids between
 decode steps. Prompts of different lengths share one encoder call and still get `generate`'s
-tokens; while rows decode, the prompt tokens admitted per step stay within the budget; a failing
+tokens; while rows decode, the prompt tokens admitted per step stay within the budget, and a
+prompt joins them only when it would wait longer than it would stall them; a failing
 encoder call fails only its own requests; through Triton the encoder model is not called at all,
 yet still answers direct calls; encoder and decoder graphs share one copy of the token embedding;
 the encoder's memory arena is given back after every call."""
@@ -14,6 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from runtime.admission import JoinCosts
 from runtime.greedy import Sequence, greedy_generate
 from runtime.memory import release_free_heap
 from runtime.onnx_runtime import EncoderGraph, OrtSeq2Seq, encode_with, open_session, shared_embedding
@@ -108,6 +110,60 @@ def test_prompts_joining_running_rows_stay_within_the_budget(runtime, prompts, h
         release.set()
         scheduler.stop()
     assert [len(call) for call in encoder.calls] == [1, 1, 1, 1], encoder.calls
+
+
+class HeldCosts(JoinCosts):
+    """`JoinCosts` with its estimates held at given values: the join decision under test, not
+    the machine's timings."""
+
+    def observed_step(self, seconds: float) -> None:
+        pass
+
+    def observed_admission(self, seconds: float, prompt_tokens: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("joins", [True, False], ids=["joins-at-once", "waits-for-the-running-row"])
+def test_a_prompt_joins_running_rows_only_when_it_would_wait_longer_than_it_stalls_them(
+        runtime, prompts, hf_model, tokens, joins):
+    """A request arrives while a row decodes. Priced cheap to encode (against a slow step) it
+    joins at the next step; priced dear, it waits until the running row is done and is then
+    encoded alone. Both get `generate`'s tokens."""
+    encoder = CountingEncoder(runtime)
+    stepping, release = threading.Event(), threading.Event()
+    rows_per_iteration: list[int] = []
+    seen = {"row_steps": 0}
+
+    def held_step(feed, outputs):
+        if feed["use_cache_branch"][0]:  # a later step of the running row: hold it once
+            stepping.set()
+            release.wait(30)
+        return runtime.run_decoder(feed, outputs)
+
+    def observe(stats) -> None:
+        rows_per_iteration.append(stats.row_steps - seen["row_steps"])
+        seen["row_steps"] = stats.row_steps
+
+    costs = HeldCosts(step_s=1.0, encode_s_per_token=1e-9) if joins else HeldCosts(step_s=1e-9, encode_s_per_token=1.0)
+    scheduler = engine(runtime, tokens, encoder, run=held_step, max_active_rows=16, observe=observe,
+                       join_costs=costs).start()
+    try:
+        first = (*prompt_row(prompts, PAIRS[5], 8), 8)
+        scheduler.submit([first[0]])
+        assert stepping.wait(30)
+        later = (*prompt_row(prompts, PAIRS[15], 8), 8)
+        scheduler.submit([later[0]])
+        release.set()
+        assert_like_generate(hf_model, [first, later])
+    finally:
+        release.set()
+        scheduler.stop()
+    assert [len(call) for call in encoder.calls] == [1, 1], encoder.calls
+    steps = [len(first[0].tokens), len(later[0].tokens)]
+    if joins:  # iteration 1 holds the first row alone; the later row joins at iteration 2
+        assert rows_per_iteration[:2] == [1, 2], rows_per_iteration
+    else:  # the first row alone until it is done (it got a token at admission), then the later one alone
+        assert rows_per_iteration == [1] * (steps[0] - 1 + steps[1] - 1), rows_per_iteration
 
 
 def test_a_failing_encoder_call_fails_only_its_requests(runtime, prompts, hf_model, tokens):
