@@ -1,0 +1,120 @@
+"""A queueing model of the cpu decode loop under Poisson arrivals: the open-loop latency each
+admission policy would give if every encoder call, first step and decode step took exactly the
+times given (estimates, not measurements; the defaults are `make bench`'s roofline on this
+project's 2-core machine, docs/benchmarks.md). The policies are `runtime.admission`'s own
+decisions:
+
+- request: admit only into an empty batch (request-level batching, (c') in `make bench`);
+- eager: join running rows at any step, within `--max-encode-tokens` per step (the rule before
+  `JoinCosts`);
+- costs: join only when `JoinCosts.joins` (the scheduler's rule, the model's costs as its estimates).
+
+One loop does everything, as in `t5_greedy`: an iteration encodes the admitted prompts (one
+call), gives them their first step, then steps every running row. Latency counts from arrival.
+
+  python -m bench.admission_model --rate 1.6 --seeds 100
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from dataclasses import dataclass
+
+from runtime.admission import JoinCosts, admissible
+
+POLICIES = ("request", "eager", "costs")
+# The 64 SQuAD 2.0 dev prompts of `make bench` (bench.serving.load_inputs), in tokens.
+PROMPT_TOKENS = (197, 269, 266, 160, 237, 59, 196, 206, 216, 235, 213, 142, 149, 143, 170, 175, 141, 387, 299, 218,
+                 156, 215, 216, 414, 166, 214, 132, 212, 183, 188, 294, 238, 139, 155, 184, 244, 147, 222, 138, 173,
+                 162, 223, 265, 336, 322, 158, 197, 155, 147, 225, 199, 224, 200, 190, 263, 186, 166, 120, 215, 134,
+                 185, 127, 238, 231)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds the loop spends, by what it does."""
+
+    encoder_per_token: float = 0.188 / 197  # encoder, batch 1 (roofline: 188 ms per 197-token prompt)
+    first_step: float = 0.0333  # the admitted rows' first decoder call, beyond a step
+    step_base: float = 0.0293  # a decode step at batch 1
+    step_per_row: float = (0.0601 - 0.0293) / 15  # each further row (60.1 ms at batch 16)
+
+    def step(self, rows: int) -> float:
+        return self.step_base + self.step_per_row * max(rows - 1, 0)
+
+
+def arrivals(rate: float, seconds: float, seed: int) -> list[tuple[float, int]]:
+    """Poisson arrivals: (time, prompt tokens), the prompts in `make bench`'s order."""
+    rng, at, out = random.Random(seed), 0.0, []
+    while (at := at + rng.expovariate(rate)) < seconds:
+        out.append((at, PROMPT_TOKENS[len(out) % len(PROMPT_TOKENS)]))
+    return out
+
+
+def simulate(policy: str, arriving: list[tuple[float, int]], costs: Costs, new_tokens: int = 16,
+             max_rows: int = 32, max_encode_tokens: int = 512) -> list[float]:
+    """Each request's latency in seconds, in the order they finish."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+    # The scheduler's estimates: a step of the running rows, an admission (encoder and first step) per token.
+    per_token = costs.encoder_per_token + costs.first_step / statistics.median(PROMPT_TOKENS)
+    join = JoinCosts(encode_s_per_token=per_token) if policy == "costs" else None
+    queue: list[tuple[float, int]] = []
+    running: list[list[float]] = []  # [arrival, steps left]
+    latencies, now, next_arrival = [], 0.0, 0
+    while next_arrival < len(arriving) or queue or running:
+        while next_arrival < len(arriving) and arriving[next_arrival][0] <= now:
+            queue.append(arriving[next_arrival])
+            next_arrival += 1
+        if not queue and not running:
+            now = arriving[next_arrival][0]
+            continue
+        if join is not None:
+            join.step_s = costs.step(len(running))
+        count = 0 if running and policy == "request" else admissible(
+            ((1, tokens) for _, tokens in queue), len(running), max((r[1] for r in running), default=0), max_rows,
+            max_encode_tokens, join)
+        admitted, queue = queue[:count], queue[count:]
+        if admitted:
+            now += costs.encoder_per_token * sum(tokens for _, tokens in admitted) + costs.first_step
+            running += [[at, new_tokens - 1] for at, _ in admitted]  # the first step chose a token
+        now += costs.step(len(running))
+        for row in running:
+            row[1] -= 1
+        latencies += [now - at for at, left in running if left <= 0]
+        running = [row for row in running if row[1] > 0]
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def compare(rate: float, seconds: float, seeds: int, costs: Costs) -> dict[str, dict[str, float]]:
+    """Per policy, the mean over `seeds` runs of each run's p50 and p95 latency (seconds)."""
+    out = {}
+    for policy in POLICIES:
+        runs = [simulate(policy, arrivals(rate, seconds, seed), costs) for seed in range(seeds)]
+        out[policy] = {"p50_s": statistics.mean(percentile(r, 0.5) for r in runs),
+                       "p95_s": statistics.mean(percentile(r, 0.95) for r in runs)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, nargs="+", default=[1.2, 1.6, 2.0], help="arrivals per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="arrivals for this long per run")
+    parser.add_argument("--seeds", type=int, default=100, help="runs per rate and policy")
+    args = parser.parse_args()
+    print("| arrivals/s | policy | p50 s | p95 s | p95 vs request |\n|---|---|---|---|---|")
+    for rate in args.rate:
+        result = compare(rate, args.seconds, args.seeds, Costs())
+        for policy, row in result.items():
+            print(f"| {rate:g} | {policy} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | "
+                  f"{row['p95_s'] / result['request']['p95_s']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
