@@ -56,6 +56,8 @@ def closed_table(closed: list[dict]) -> str:
 
 Target = tuple[str, str, bool | None]  # (target, measured, met); met None: not measured in this run
 NOT_MEASURED = "not measured"
+# `bench.serving.step_counters`: t5_greedy's own work per scheduler iteration.
+STEP_COLUMNS = ("mean_batch", "graph_ms_per_step", "encoder_ms_per_step", "overhead_ms_per_step")
 
 
 def ratio_target(label: str, ours: dict | None, theirs: dict | None, key: str, bound: float,
@@ -208,9 +210,10 @@ def render(data: dict, command: str) -> str:
     if opened:
         out += ["## Open loop (Poisson arrivals)", "",
                 f"Arrival rate {data['open_rate']:.2f}/s = {data.get('open_load', 0.8):.0%} of (c)'s closed-loop "
-                "saturation; latency counted from each arrival.", "",
-                table(opened, ["system", "mode", "answers", "errors", "p50_ms", "p95_ms", "p99_ms",
-                               "answers_per_s"]), ""]
+                "saturation; latency counted from each arrival. Where recorded, `t5_greedy`'s counters per "
+                "iteration over the open loop, as in \"Orchestration overhead\".", "",
+                table(opened, ["system", "mode", "answers", "errors", "p50_ms", "p95_ms", "p99_ms", "answers_per_s",
+                               *[c for c in STEP_COLUMNS if any(c in r for r in opened)]]), ""]
     if data.get("perf_analyzer"):
         out += ["## perf_analyzer on (c)", "",
                 "NVIDIA's `perf_analyzer` 2.51 (from the tritonclient 2.51.0 wheel), gRPC, one fixed question.", "",
@@ -230,12 +233,9 @@ def overhead(closed: list[dict], roof: dict | None) -> list[str]:
             "From `t5_greedy`'s counters around each closed-loop level of (c): per scheduler iteration, "
             "the mean number of rows decoded, the time inside the decoder graph, inside the encoder (which "
             "the same loop runs on cpu), and the loop's own work (wall time of the iteration minus both).", "",
-            table([{"mode": r["mode"], "mean_batch": r["mean_batch"], "graph_ms_per_step": r["graph_ms_per_step"],
-                    "encoder_ms_per_step": r.get("encoder_ms_per_step", 0.0),
-                    "overhead_ms_per_step": r["overhead_ms_per_step"],
+            table([{"mode": r["mode"], **{c: r.get(c, 0.0) for c in STEP_COLUMNS},
                     "overhead / batch-1 step": f"{r['overhead_ms_per_step'] / roof['step_ms']['1']:.1%}"}
-                   for r in steps], ["mode", "mean_batch", "graph_ms_per_step", "encoder_ms_per_step",
-                                     "overhead_ms_per_step", "overhead / batch-1 step"]), ""]
+                   for r in steps], ["mode", *STEP_COLUMNS, "overhead / batch-1 step"]), ""]
 
 
 def main() -> None:

@@ -471,7 +471,7 @@ def start(key: str, args: argparse.Namespace, workdir: Path, extra: dict):
 
 def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[dict], dict]:
     """Every selected system in turn: closed loops, resident memory; on (c) perf_analyzer and
-    the open-loop rate; on (c) and (c') the open loop."""
+    the open-loop rate; on (c) and (c') the open loop, with the scheduler's counters over it."""
     rows: list[dict] = []
     extra: dict = {"rss_mb": {}, "pss_mb": {}, "settled_rss_mb": {}, "settled_pss_mb": {},
                    "open_load": args.open_load}
@@ -492,8 +492,10 @@ def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[d
                 saturation = max(r["answers_per_s"] for r in rows if r["system"] == system.name)
                 extra["open_rate"] = args.open_load * saturation
             if key in ("c", "cr") and "open_rate" in extra:
+                before = scheduler_counters(system.server.ports.metrics)
                 rows.append(open_loop(system, plan.inputs, extra["open_rate"], args.open_seconds, plan.new_tokens,
                                       seed=7).row())
+                rows[-1].update(step_counters(before, scheduler_counters(system.server.ports.metrics)))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             system.stop()

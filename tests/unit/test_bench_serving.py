@@ -195,3 +195,16 @@ def test_bench_latency_refuses_a_url_without_a_port_before_any_run(url, capsys):
         latency.parse_args(["--url", url])
     assert exit_.value.code == 2
     assert f"argument --url: must be host:port of the server's gRPC endpoint, got {url!r}" in capsys.readouterr().err
+
+
+def test_the_open_loop_table_shows_the_scheduler_counters_only_where_recorded():
+    header = "| system | mode | answers | errors | p50_ms | p95_ms | p99_ms | answers_per_s |"
+    assert header + "\n" in render(bench_data(), "make bench"), "no counters recorded: no empty columns"
+    data = bench_data()
+    counters = {"mean_batch": 2.72, "graph_ms_per_step": 48.3, "encoder_ms_per_step": 43.6,
+                "overhead_ms_per_step": 1.79}
+    data["rows"][-2] = {**data["rows"][-2], **counters}
+    text = render(data, "make bench")
+    assert (header + " mean_batch | graph_ms_per_step | encoder_ms_per_step | overhead_ms_per_step |") in text
+    assert f"| {SYSTEMS['c']} | open λ=3.60/s | 200 | 0 | 900 | 1500 | 2000 | 3.5 | 2.72 | 48.3 | 43.6 | 1.79 |" in text
+    assert f"| {SYSTEMS['cr']} | open λ=3.60/s | 200 | 0 | 1000 | 2500 | 3000 | 3.5 |  |  |  |  |" in text
