@@ -70,12 +70,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tokenizers import Tokenizer
 
+    from bench.graphs import open_graphs, repository_tokens
     from client.batching import Plan
     from contract.prompt import PromptEncoder
-    from contract.tokens import TokenIds
     from runtime.greedy import Sequence
     from runtime.memory import release_free_heap
-    from runtime.onnx_runtime import OrtSeq2Seq
     from runtime.scheduler import DecodeScheduler
     from serving.repository import TARGETS
     from serving.server import memory_kib
@@ -87,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
     # Each question as the client sends it: long contexts as overlapping windows, one row each.
     requests = [[np.array(w.input_ids, np.int64) for w in Plan(prompts, [pair], target.max_batch_size).windows[0]]
                 for pair in squad_pairs(args.questions, stride=7)]
-    graphs = OrtSeq2Seq(str(args.repository / "t5_encoder/1/model.onnx"),
-                        str(args.repository / "t5_decoder/1/model.onnx"), share_embedding=True)
-    tokens = TokenIds.from_dict(json.loads((args.repository / "export_manifest.json").read_text())["token_ids"])
+    graphs = open_graphs(args.repository, share_embedding=True)
+    tokens = repository_tokens(args.repository)
     done: dict[int, threading.Event] = {}
 
     def finished(rows: list[Sequence]) -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.names import ENCODER, version_file
+
 MODES = ("plain", "arena")
 PAD_ID = 0  # the id in padded positions: they are masked, any id gives the same states and time
 
@@ -42,7 +44,7 @@ def measure(mode: str, repository: Path, prompts: int, threads: int) -> dict:
     from runtime.memory import release_free_heap
     from runtime.onnx_runtime import EncoderGraph, encode_with, open_session
 
-    path = str(repository / "t5_encoder/1/model.onnx")
+    path = str(repository / version_file(ENCODER))
     encode = EncoderGraph(path, threads) if mode == "arena" else partial(encode_with, open_session(path, threads))
     prompts_ids = [ids[0] for ids in load_inputs(repository, str(repository))][:prompts]
 
@@ -76,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    if not (args.repository / "t5_encoder/1/model.onnx").is_file():
-        sys.exit(f"{args.repository}/t5_encoder/1/model.onnx not found: build the repository first (make bench builds it)")
+    encoder = args.repository / version_file(ENCODER)
+    if not encoder.is_file():
+        sys.exit(f"{encoder} not found: build the repository first (make bench builds it)")
     if args.child:
         print(json.dumps(measure(args.child, args.repository, args.prompts, args.threads)))
         return

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.graphs import graph_path, median_step_ms, open_graphs, repository_tokens
+from contract.names import DECODER, ENCODER
+from runtime.onnx_runtime import OrtSeq2Seq
+
 CONTROL_FLOW = {"If", "Loop", "Scan"}  # their time is their subgraph's nodes', counted there
 
 
@@ -71,50 +75,38 @@ def profile_encoder(path: Path, ids: np.ndarray, runs: int, workdir: Path) -> di
             "operators": ops}
 
 
-def profile_steps(repository: Path, inputs: list[np.ndarray], batch: int, steps: int, workdir: Path) -> dict:
-    from contract.graphs import DecoderSignature
-    from contract.tokens import TokenIds
+def profile_steps(repository: Path, graphs: OrtSeq2Seq, inputs: list[np.ndarray], batch: int, steps: int,
+                  workdir: Path) -> dict:
+    """`steps` decode steps of `batch` rows through a profiled session of the decoder (the prompts
+    encoded by `graphs`)."""
     from runtime.greedy import DecodeBatch, Sequence
-    from runtime.onnx_runtime import EncoderGraph, input_shapes, open_session, run_graph
-    tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
-    encode = EncoderGraph(str(repository / "t5_encoder/1/model.onnx"))
-    rows = [Sequence(encode(ids, np.ones_like(ids))[0], np.ones(ids.shape[1], np.int64), 10_000)
+    from runtime.onnx_runtime import open_session, run_graph
+    rows = [Sequence(graphs.encode(ids, np.ones_like(ids))[0], np.ones(ids.shape[1], np.int64), 10_000)
             for ids in (inputs * batch)[:batch]]
-    session = open_session(str(repository / "t5_decoder/1/model.onnx"), profile_prefix=str(workdir / "decoder"))
-    signature = DecoderSignature.from_inputs(input_shapes(session))
-    decode = DecodeBatch(lambda feed, outputs: run_graph(session, feed, outputs), signature, tokens)
+    session = open_session(str(graph_path(repository, DECODER)), profile_prefix=str(workdir / "decoder"))
+    decode = DecodeBatch(lambda feed, outputs: run_graph(session, feed, outputs), graphs.signature,
+                         repository_tokens(repository))
     decode.admit(rows)  # the first step (no past: projects the prompts into cross-attention keys/values)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        decode.step()
-        times.append((time.perf_counter() - start) * 1000)
+    ms_per_step = median_step_ms(decode, steps)
     trace = Path(session.end_profiling())
-    return {"rows": batch, "steps": steps, "ms_per_step": round(statistics.median(times), 1),
+    return {"rows": batch, "steps": steps, "ms_per_step": round(ms_per_step, 1),
             "cross_columns": max(len(row.mask) for row in rows), "operators": operator_times(trace)}
 
 
-def one_long_row(repository: Path, inputs: list[np.ndarray], batch: int, steps: int, rounds: int = 3) -> dict:
+def one_long_row(repository: Path, graphs: OrtSeq2Seq, inputs: list[np.ndarray], batch: int, steps: int,
+                 rounds: int = 3) -> dict:
     """Decode step time (median of `steps`) at `batch` rows of the median prompt, and with one of
     them the longest prompt instead: every row's cross-attention then reads as many (padded)
     columns as the longest. Alternating, `rounds` times each, profiler off."""
-    from contract.tokens import TokenIds
     from runtime.greedy import DecodeBatch, Sequence
-    from runtime.onnx_runtime import OrtSeq2Seq
-    tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
-    graphs = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
+    tokens = repository_tokens(repository)
     ordered = sorted(inputs, key=lambda ids: ids.shape[1])
     median, longest = (graphs.encode(ids, np.ones_like(ids))[0] for ids in (ordered[len(ordered) // 2], ordered[-1]))
 
     def step_ms(states: list[np.ndarray]) -> float:
         decode = DecodeBatch(graphs.run_decoder, graphs.signature, tokens)
         decode.admit([Sequence(s, np.ones(len(s), np.int64), 10_000) for s in states])
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            decode.step()
-            times.append((time.perf_counter() - start) * 1000)
-        return round(statistics.median(times), 1)
+        return round(median_step_ms(decode, steps), 1)
 
     same, mixed = [], []
     for _ in range(rounds):
@@ -146,17 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    encoder = args.repository / "t5_encoder/1/model.onnx"
+    encoder = graph_path(args.repository, ENCODER)
     if not encoder.is_file():
         sys.exit(f"{encoder} not found: build the repository first (make serve or make bench builds it)")
     from bench.serving import load_inputs, machine
     inputs = load_inputs(args.repository, args.checkpoint)
     median = sorted(inputs, key=lambda ids: ids.shape[1])[len(inputs) // 2]
+    graphs = open_graphs(args.repository)  # unprofiled: encodes the steps' prompts, times the long row
     with tempfile.TemporaryDirectory() as workdir:
         result = {"machine": machine(),
                   "encoder": profile_encoder(encoder, median, args.runs, Path(workdir)),
-                  "decode_step": profile_steps(args.repository, inputs, args.batch, args.runs, Path(workdir)),
-                  "one_long_row": one_long_row(args.repository, inputs, args.batch, 3 * args.runs)}
+                  "decode_step": profile_steps(args.repository, graphs, inputs, args.batch, args.runs, Path(workdir)),
+                  "one_long_row": one_long_row(args.repository, graphs, inputs, args.batch, 3 * args.runs)}
     enc, step = result["encoder"], result["decode_step"]
     print(f"encoder, {enc['prompt_tokens']} tokens: {enc['ms_per_run']} ms; MatMul {enc['matmul_gflop']} GFLOP "
           f"at {enc['matmul_gflop_per_s']} GFLOP/s\n\n{table(enc['operators'])}\n")

@@ -23,7 +23,7 @@ from contract.prompt import PromptEncoder
 from contract.tokens import TokenIds
 from contract.names import TOKENIZER_FILE
 from runtime.greedy import greedy_generate
-from runtime.onnx_runtime import OrtSeq2Seq
+from bench.graphs import open_graphs
 from serving.server import find_server_pid, server_processes, total_memory_kib
 from shared_data import squad_pairs
 
@@ -77,7 +77,7 @@ def main() -> None:
     mask = np.ones_like(ids)
     model = T5ForConditionalGeneration.from_pretrained(args.checkpoint).eval()
     tokens = TokenIds.from_model_config(model.config)
-    ort = OrtSeq2Seq(str(args.repository / "t5_encoder/1/model.onnx"), str(args.repository / "t5_decoder/1/model.onnx"))
+    ort = open_graphs(args.repository)
     client = QAClient(args.url, tokenizer=prompts.tokenizer)
 
     def run_hf() -> np.ndarray:

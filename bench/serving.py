@@ -42,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.graphs import median_step_ms, open_graphs, repository_tokens
 from client import QAClient
 from client.tokenizer import load_tokenizer
 from contract.prompt import PromptEncoder
-from runtime.onnx_runtime import OrtSeq2Seq
 from runtime.scheduler import IDLE_AFTER_S
 from serving.repository import write_repository
 from serving.server import Ports, TritonServer, total_memory_kib
@@ -317,10 +317,8 @@ def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concur
     not batched, and the decoder's first call, which projects the prompt into every layer's
     cross-attention keys and values) and `new_tokens` decode steps at batch `concurrency`, timed
     in-process with ONNX Runtime. The first call's share is its time at batch 1 less a step's."""
-    from contract.tokens import TokenIds
     from runtime.greedy import DecodeBatch, Sequence
-    tokens = TokenIds.from_dict(json.loads((repository / "export_manifest.json").read_text())["token_ids"])
-    ort = OrtSeq2Seq(str(repository / "t5_encoder/1/model.onnx"), str(repository / "t5_decoder/1/model.onnx"))
+    tokens, ort = repository_tokens(repository), open_graphs(repository)
     encoder_ms, first_ms = [], []
     for ids in inputs[:5]:
         start = time.perf_counter()
@@ -336,12 +334,7 @@ def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concur
     for batch_size in sorted({1, concurrency}):
         batch = DecodeBatch(ort.run_decoder, ort.signature, tokens)
         batch.admit([Sequence(r.states, r.mask, 10_000) for r in rows[:batch_size]])
-        times = []
-        for _ in range(new_tokens):
-            start = time.perf_counter()
-            batch.step()
-            times.append((time.perf_counter() - start) * 1000)
-        step_ms[batch_size] = statistics.median(times)
+        step_ms[batch_size] = median_step_ms(batch, new_tokens)
     encoder = statistics.median(encoder_ms)
     cross = max(statistics.median(first_ms) - step_ms[1], 0.0)
     seconds = (concurrency * (encoder + cross) + new_tokens * step_ms[concurrency]) / 1000

@@ -30,7 +30,6 @@ def test_avx2_alone_keeps_unsigned_weights():
                                      "reduce_range": False, "op_types": ["MatMul"]}
 
 
-
 def test_cpuinfo_fields_are_the_first_processors():
     assert cpuinfo_fields(XEON_VNNI)["model name"] == "Intel(R) Xeon(R) Processor @ 2.80GHz"
     assert cpuinfo_fields(EPYC_AVX2) == {"processor": "0", "model name": "AMD EPYC 7B12",
