@@ -196,7 +196,7 @@ class DecodeScheduler:
                 return None
             self._drop_cancelled()
             admitted: list[Sequence] = []
-            if len(self._batch) and not self.join_running:
+            if not self._queue or (len(self._batch) and not self.join_running):
                 return admitted
             running = self._batch.rows
             steps_left = max((row.limit - len(row.tokens) for row in running), default=0)
@@ -249,9 +249,11 @@ class DecodeScheduler:
                 stepping = time.perf_counter()
                 if admitted:  # (an encoder call that failed is no estimate)
                     self.join_costs.observed_admission(stepping - start, prompt_tokens)
-                self.stats.row_steps += len(self._batch)
+                stepped = len(self._batch)  # 0 when every admitted row ended at its first token
+                self.stats.row_steps += stepped
                 finished += self._batch.step()
-                self.join_costs.observed_step(time.perf_counter() - stepping)
+                if stepped:  # a step of no rows is no estimate of one
+                    self.join_costs.observed_step(time.perf_counter() - stepping)
             except Exception as error:  # noqa: BLE001 - report to every affected request, keep serving
                 failed = admitted + [row for row in self._batch.rows if row not in admitted]
                 self._batch = self._new_batch()

@@ -166,6 +166,44 @@ def test_a_prompt_joins_running_rows_only_when_it_would_wait_longer_than_it_stal
         assert rows_per_iteration == [1] * (steps[0] - 1 + steps[1] - 1), rows_per_iteration
 
 
+class RecordedCosts(JoinCosts):
+    """`JoinCosts` that also keeps every timing the loop reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[float] = []
+        self.admissions: list[int] = []
+
+    def observed_step(self, seconds: float) -> None:
+        self.steps.append(seconds)
+        super().observed_step(seconds)
+
+    def observed_admission(self, seconds: float, prompt_tokens: int) -> None:
+        self.admissions.append(prompt_tokens)
+        super().observed_admission(seconds, prompt_tokens)
+
+
+def test_rows_that_end_at_admission_leave_the_step_estimate_alone(runtime, prompts, hf_model, tokens):
+    """A row can end at the token its admission gives it (a real SQuAD 2.0 checkpoint abstains
+    on about half the questions; here a limit of one token). The loop then steps no rows, and an
+    empty step's near-zero time must not enter the step estimate: it would make every later
+    wait look short and keep arrivals from joining."""
+    costs = RecordedCosts()
+    scheduler = engine(runtime, tokens, CountingEncoder(runtime), max_active_rows=16, join_costs=costs).start()
+    try:
+        ended = (*prompt_row(prompts, PAIRS[5], 1), 1)
+        scheduler.submit([ended[0]])
+        assert_like_generate(hf_model, [ended])
+        assert (costs.admissions, costs.steps, costs.step_s) == ([len(ended[2][0])], [], 0.0)
+        running = (*prompt_row(prompts, PAIRS[15], 4), 4)
+        scheduler.submit([running[0]])
+        assert_like_generate(hf_model, [running])
+    finally:
+        scheduler.stop()
+    assert len(running[0].tokens) == 4, running[0].tokens  # three steps after its admission
+    assert len(costs.steps) == 3 and costs.step_s > 0, costs.steps
+
+
 def test_a_failing_encoder_call_fails_only_its_requests(runtime, prompts, hf_model, tokens):
     encoder = CountingEncoder(runtime, fail_first=True)
     scheduler = engine(runtime, tokens, encoder).start()
