@@ -15,20 +15,25 @@ so PSS is the machine's real cost), then rss_kib and pss_kib per process
 
 It fails (exit 1) if any request failed, if no request completed, if the server's pid changed
 or it vanished (a crash or a supervisor restart), if the aggregated p95 exceeds --p95-ms (when
-given), or if the RSS grew by more than --max-growth after warm-up: the median RSS of the last
---window seconds against the median of the first --window seconds after --warmup. Exit 2:
-bad arguments or no server. The verdict and figures go to `<out>/<name>_gate.json`.
+given), or if the RSS grew by more than --max-growth after warm-up. Growth is the trend of every
+sample after --warmup: the Theil-Sen line (the median of the slopes between all pairs of samples,
+`scipy.stats.theilslopes`) from the first such sample to the last, against its level at the first.
+A leak raises that line; the swings of a batching server (several requests admitted together and
+leaving together: +-300 MiB within a minute on t5-base) do not, where the medians of two short
+windows judged which phase of the swings each window caught (docs/operations.md, "Soak").
+Exit 2: bad arguments or no server. The verdict and figures go to `<out>/<name>_gate.json`.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
-import statistics
 import sys
 import threading
 import time
 from dataclasses import asdict
+
+from scipy.stats import theilslopes
 
 from loadtest.run import (EXIT_GATE, EXIT_USAGE, LoadResult, add_load_arguments, gate, run_locust,
                           server_answers, spec_from_arguments, summary)
@@ -54,8 +59,12 @@ def sample(grpc_port: int) -> dict:
     return row
 
 
-def memory_verdict(rows: list[dict], warmup_s: float, window_s: float, max_growth: float) -> tuple[dict, list[str]]:
-    """Growth of RSS after warm-up, and the problems found in the memory record."""
+MIN_JUDGED_SAMPLES = 10  # samples after warm-up below which a trend says nothing
+MAX_TREND_SAMPLES = 2000  # Theil-Sen takes every pair: longer records (2.8 h at 5 s) are thinned to this
+
+
+def memory_verdict(rows: list[dict], warmup_s: float, max_growth: float) -> tuple[dict, list[str]]:
+    """Growth of RSS after warm-up (the trend of its samples), and the problems found in the record."""
     problems = []
     pids = {r["server_pid"] for r in rows}
     if 0 in pids:
@@ -63,21 +72,24 @@ def memory_verdict(rows: list[dict], warmup_s: float, window_s: float, max_growt
     if len(pids - {0}) > 1:
         problems.append(f"the server restarted during the soak (pids {sorted(pids - {0})})")
     after = [r for r in rows if r["elapsed_s"] >= warmup_s and r["rss_kib"]]
-    end = after[-1]["elapsed_s"] if after else 0.0
-    first = [r["rss_kib"] for r in after if r["elapsed_s"] < warmup_s + window_s]
-    last = [r["rss_kib"] for r in after if r["elapsed_s"] > end - window_s]
-    figures = {"samples": len(rows), "peak_rss_mib": round(max((r["rss_kib"] for r in rows), default=0) / 1024, 1)}
-    if len(first) < 2 or len(last) < 2 or end - warmup_s < 2 * window_s:
-        problems.append(f"too short to judge memory: need {warmup_s + 2 * window_s:.0f} s of samples "
-                        f"(warm-up {warmup_s:.0f} s + two {window_s:.0f} s windows)")
+    figures = {"samples": len(rows), "judged_samples": len(after),
+               "peak_rss_mib": round(max((r["rss_kib"] for r in rows), default=0) / 1024, 1)}
+    if len(after) < MIN_JUDGED_SAMPLES:
+        problems.append(f"too short to judge memory: {len(after)} samples after the {warmup_s:.0f} s warm-up, "
+                        f"need {MIN_JUDGED_SAMPLES}")
         return figures, problems
-    baseline, final = statistics.median(first), statistics.median(last)
-    growth = final / baseline - 1
-    figures.update(baseline_rss_mib=round(baseline / 1024, 1), final_rss_mib=round(final / 1024, 1),
-                   growth_percent=round(100 * growth, 2))
+    thinned = after[::-(-len(after) // MAX_TREND_SAMPLES)]
+    seconds = [r["elapsed_s"] for r in thinned]
+    slope, intercept, low, high = theilslopes([r["rss_kib"] for r in thinned], seconds, 0.90)
+    span = seconds[-1] - seconds[0]
+    start = intercept + slope * seconds[0]
+    growth = slope * span / start
+    figures.update(start_rss_mib=round(start / 1024, 1), end_rss_mib=round((start + slope * span) / 1024, 1),
+                   growth_percent=round(100 * growth, 2),
+                   growth_ci90_percent=[round(100 * low * span / start, 2), round(100 * high * span / start, 2)])
     if growth > max_growth:
-        problems.append(f"RSS grew {100 * growth:.1f}% after warm-up ({baseline / 1024:.0f} -> "
-                        f"{final / 1024:.0f} MiB), more than {100 * max_growth:g}%")
+        problems.append(f"RSS grew {100 * growth:.1f}% after warm-up (trend {start / 1024:.0f} -> "
+                        f"{(start + slope * span) / 1024:.0f} MiB over {span:.0f} s), more than {100 * max_growth:g}%")
     return figures, problems
 
 
@@ -88,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between memory samples (default 5)")
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds before memory counts (default: duration/5, between 30 and 120)")
-    parser.add_argument("--window", type=float, default=None,
-                        help="seconds averaged at each end (default: duration/10, between 10 and 60)")
     parser.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth (default 0.05 = 5%%)")
     parser.add_argument("--settle", type=float, default=15.0,
                         help="seconds of samples after the load stops, recorded but not judged (default 15)")
@@ -100,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {error}", file=sys.stderr)
         return EXIT_USAGE
     warmup = args.warmup if args.warmup is not None else min(120.0, max(30.0, spec.duration_s / 5))
-    window = args.window if args.window is not None else min(60.0, max(10.0, spec.duration_s / 10))
     if find_server_pid(grpc_port=spec.grpc_port) is None:
         print(f"soak: no tritonserver with --grpc-port={spec.grpc_port} on this machine "
               "(the soak reads its memory from /proc, so the server must run here)", file=sys.stderr)
@@ -140,15 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     problems = gate(result, args.p95_ms)
     # Only the loaded part counts: drop samples taken after Locust's run time (its shutdown).
     loaded = [r for r in rows if r["loaded"]]
-    figures, memory_problems = memory_verdict(loaded, warmup, window, args.max_growth)
+    figures, memory_problems = memory_verdict(loaded, warmup, args.max_growth)
     problems += memory_problems
-    verdict = {"passed": not problems, "problems": problems, "warmup_s": warmup, "window_s": window,
+    verdict = {"passed": not problems, "problems": problems, "warmup_s": warmup,
                "max_growth": args.max_growth, **figures, **{k: v for k, v in asdict(result).items() if k != "rows"}}
     (spec.out / f"{spec.name}_gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
     print(summary(result))
-    print(f"memory: {memory_csv} ({figures.get('samples', 0)} samples); baseline "
-          f"{figures.get('baseline_rss_mib', '?')} MiB, final {figures.get('final_rss_mib', '?')} MiB, "
-          f"peak {figures.get('peak_rss_mib', '?')} MiB, growth {figures.get('growth_percent', '?')}%")
+    print(f"memory: {memory_csv} ({figures.get('samples', 0)} samples); trend after warm-up "
+          f"{figures.get('start_rss_mib', '?')} -> {figures.get('end_rss_mib', '?')} MiB, "
+          f"growth {figures.get('growth_percent', '?')}% (90% interval {figures.get('growth_ci90_percent', '?')}), "
+          f"peak {figures.get('peak_rss_mib', '?')} MiB")
     if problems:
         print("SOAK FAILED: " + "; ".join(problems), file=sys.stderr)
         return EXIT_GATE

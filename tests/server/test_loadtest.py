@@ -81,7 +81,7 @@ def test_loopback_targets_are_accepted(host):
 
 def test_short_soak_records_memory_and_passes(server, tmp_path):
     result = run([sys.executable, "-m", "loadtest.soak", "--duration", "24", "--users", "4", "--spawn-rate", "4",
-                  "--warmup", "6", "--window", "6", "--interval", "1", "--max-new-tokens", "8",
+                  "--warmup", "6", "--interval", "1", "--max-new-tokens", "8",
                   "--grpc-port", str(server.ports.grpc), "--http-port", str(server.ports.http),
                   "--out", str(tmp_path), "--name", "soak"], 200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
