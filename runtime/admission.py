@@ -12,15 +12,24 @@ eagerly instead (any prompt, at every step) made each running row absorb every a
 call, as long as five to ten decode steps on two cores: under Poisson load every row's latency grew
 with the arrivals during its life (docs/performance.md, "Joining running rows").
 
+How long the running rows have left is also estimated: a row stops at `</s>` or at its limit of
+new tokens, and real answers stop long before the limit (SQuAD 2.0: about half abstain at the
+first token, most answers take a few more; the limit is 32 by default). `JoinCosts.steps_left`
+takes, for each running row, the mean of what the recently finished rows that got past its length
+went on to produce; with the limit alone, every wait looked as long as the limit and everything
+joined.
+
 Rows that arrive encoded (GPU targets: the encoder is a served model) cost the running rows no
 encoder time, so they always join. Until the loop has timed an admission, everything joins.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Iterable
 
 SMOOTHING = 0.2  # weight of the newest timing in the moving averages
+FINISHED_KEPT = 64  # the lengths of the last this many finished rows estimate the running rows'
 
 
 @dataclass
@@ -29,6 +38,8 @@ class JoinCosts:
 
     step_s: float = 0.0  # one decode step of the running rows, wall time
     encode_s_per_token: float = 0.0  # an admission (encoder call and first step) per prompt token
+    # tokens (</s> included) of the last FINISHED_KEPT rows that finished
+    lengths: deque[int] = field(default_factory=lambda: deque(maxlen=FINISHED_KEPT))
 
     def observed_step(self, seconds: float) -> None:
         self.step_s = _averaged(self.step_s, seconds)
@@ -37,6 +48,20 @@ class JoinCosts:
         """An admission that encoded `prompt_tokens` and gave the rows their first step took `seconds`."""
         if prompt_tokens:
             self.encode_s_per_token = _averaged(self.encode_s_per_token, seconds / prompt_tokens)
+
+    def observed_finish(self, tokens: int) -> None:
+        """A row finished (at `</s>` or its limit) with `tokens` tokens."""
+        self.lengths.append(tokens)
+
+    def steps_left(self, rows: Iterable[tuple[int, int]]) -> int:
+        """Steps until the last of `rows`, each (tokens so far, limit), is done, expected: per row,
+        the mean of what the finished rows longer than it went on to produce, within its limit;
+        its limit where none is on record."""
+        most = 0
+        for tokens, limit in set(rows):  # rows admitted together share their lengths
+            longer = [min(length, limit) - tokens for length in self.lengths if length > tokens]
+            most = max(most, round(sum(longer) / len(longer)) if longer else limit - tokens)
+        return most
 
     def joins(self, running_rows: int, steps_left: int, rows: int, prompt_tokens: int) -> bool:
         """Whether a request of `rows` rows and `prompt_tokens` prompt tokens still to encode

@@ -199,7 +199,7 @@ class DecodeScheduler:
             if not self._queue or (len(self._batch) and not self.join_running):
                 return admitted
             running = self._batch.rows
-            steps_left = max((row.limit - len(row.tokens) for row in running), default=0)
+            steps_left = self.join_costs.steps_left((len(row.tokens), row.limit) for row in running)
             waiting = ((len(rows), sum(row.needs_encoding for row in rows)) for rows in self._queue)
             for _ in range(admissible(waiting, len(running), steps_left, self.max_active_rows,
                                       self.max_encode_tokens, self.join_costs)):
@@ -259,6 +259,8 @@ class DecodeScheduler:
                 self._batch = self._new_batch()
                 self._outbox.put((failed, error))
             else:
+                for row in finished:
+                    self.join_costs.observed_finish(len(row.tokens))
                 if finished:  # update
                     self._outbox.put((finished, None))
                     with self._wake:

@@ -202,6 +202,7 @@ def test_rows_that_end_at_admission_leave_the_step_estimate_alone(runtime, promp
         scheduler.stop()
     assert len(running[0].tokens) == 4, running[0].tokens  # three steps after its admission
     assert len(costs.steps) == 3 and costs.step_s > 0, costs.steps
+    assert list(costs.lengths) == [1, 4], "the finished rows' lengths, for the steps the running rows have left"
 
 
 def test_a_failing_encoder_call_fails_only_its_requests(runtime, prompts, hf_model, tokens):

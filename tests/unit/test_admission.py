@@ -1,12 +1,13 @@
 """When a waiting request joins the running rows (`runtime.admission`): the time its encoder call
 would add to every running row against the time it would wait for them; the estimates are
-moving averages of the loop's timings; `admissible` applies them, the budget and the row limit in
+moving averages of the loop's timings, and the steps the running rows have left come from the
+lengths of the rows finished before; `admissible` applies them, the budget and the row limit in
 arrival order."""
 from __future__ import annotations
 
 import pytest
 
-from runtime.admission import SMOOTHING, JoinCosts, admissible
+from runtime.admission import FINISHED_KEPT, SMOOTHING, JoinCosts, admissible
 
 
 def test_a_request_joins_when_it_would_wait_longer_than_it_stalls_the_running_rows():
@@ -40,6 +41,33 @@ def test_the_estimates_are_moving_averages_of_the_timings():
     assert costs.encode_s_per_token == pytest.approx(0.002)
     costs.observed_admission(1.0, 250)
     assert costs.encode_s_per_token == pytest.approx((1 - SMOOTHING) * 0.002 + SMOOTHING * 0.004)
+
+
+def test_the_steps_left_are_their_limits_until_rows_have_finished():
+    assert JoinCosts().steps_left([(1, 32), (5, 16)]) == 31
+    assert JoinCosts().steps_left([]) == 0
+
+
+def test_the_steps_left_come_from_what_longer_finished_rows_went_on_to_produce():
+    costs = JoinCosts()
+    for tokens in (1, 1, 5, 5, 9):  # two abstentions, three answers
+        costs.observed_finish(tokens)
+    # a row at 2 tokens: the rows longer than 2 went on for 3, 3 and 7 more (mean 4.33)
+    assert costs.steps_left([(2, 32)]) == 4
+    assert costs.steps_left([(6, 32)]) == 3, "past 6 tokens only the 9-token row: 3 more"
+    assert costs.steps_left([(9, 32)]) == 23, "longer than every finished row: its limit"
+    assert costs.steps_left([(2, 32), (6, 32), (2, 32)]) == 4, "the last row to finish"
+    assert costs.steps_left([(2, 4)]) == 2, "within the row's own limit: 2, 2 and 2 more"
+
+
+def test_the_steps_left_follow_the_last_finished_rows():
+    costs = JoinCosts()
+    for _ in range(FINISHED_KEPT):
+        costs.observed_finish(30)
+    assert costs.steps_left([(2, 32)]) == 28
+    for _ in range(FINISHED_KEPT):
+        costs.observed_finish(4)
+    assert costs.steps_left([(2, 32)]) == 2, "the long rows have left the record"
 
 
 def test_into_an_empty_batch_everything_that_fits_is_admitted():
