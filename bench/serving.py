@@ -316,7 +316,10 @@ def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concur
     """Answers/s if the server did nothing but what each request needs alone (one encoder call,
     not batched, and the decoder's first call, which projects the prompt into every layer's
     cross-attention keys and values) and `new_tokens` decode steps at batch `concurrency`, timed
-    in-process with ONNX Runtime. The first call's share is its time at batch 1 less a step's."""
+    in-process with ONNX Runtime. The first call's share is its time at batch 1 less a step's.
+    Beside it, the floor under a lone answer: the same encoder and first calls, and steps no
+    faster than reading the decoder's weights (`bench.memory_speed`)."""
+    from bench.memory_speed import step_floor
     from runtime.greedy import DecodeBatch, Sequence
     tokens, ort = repository_tokens(repository), open_graphs(repository)
     encoder_ms, first_ms = [], []
@@ -338,9 +341,11 @@ def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concur
     encoder = statistics.median(encoder_ms)
     cross = max(statistics.median(first_ms) - step_ms[1], 0.0)
     seconds = (concurrency * (encoder + cross) + new_tokens * step_ms[concurrency]) / 1000
+    floor = step_floor(repository)
     return {"encoder_ms": round(encoder, 1), "cross_projection_ms": round(cross, 1),
             "step_ms": {str(k): round(v, 1) for k, v in step_ms.items()},
-            "answers_per_s": round(concurrency / seconds, 3), "concurrency": concurrency}
+            "answers_per_s": round(concurrency / seconds, 3), "concurrency": concurrency, **floor,
+            "lone_answer_floor_ms": round(encoder + cross + new_tokens * floor["step_floor_ms"], 1)}
 
 
 def perf_analyzer(url: str, ids: np.ndarray, new_tokens: int, levels: list[int], workdir: Path) -> list[dict] | None:

@@ -141,6 +141,19 @@ def test_the_roofline_names_the_first_decoder_call_when_it_was_measured():
     assert "first call" not in old and "per request one encoder call, not batched" in old
 
 
+def test_the_roofline_gives_the_floor_a_lone_answer_has_where_it_was_measured():
+    roof = {**bench_data()["roofline"], "cross_projection_ms": 38.5, "step_weights_mb": 495.1, "read_gb_s": 21.0,
+            "step_floor_ms": 23.6, "lone_answer_floor_ms": 400.0}
+    data = {**bench_data(), "roofline": roof}
+    text = render(data, "make bench")
+    assert ("A decode step at batch 1 reads 495.1 MB of weights; at the 21.0 GB/s this machine reads memory "
+            "(`python -m bench.memory_speed`) it takes at least 23.6 ms (measured: 25 ms). A lone answer, with the "
+            "encoder and first calls as measured, takes at least **400.0 ms**.") in text
+    found = {t: (m, ok) for t, m, ok in targets(data)}
+    assert found["concurrency 1: p50 latency ≤ 0.75x (a)"] == ("0.70x (floor: 0.67x, see Roofline)", True)
+    assert "reads memory" not in render(bench_data(), "make bench"), "results measured before the floor"
+
+
 def test_memory_is_reported_as_summed_rss_and_as_pss():
     text = render(bench_data(), "make bench")
     assert f"| {SYSTEMS['c']} | 1200 | 1010 |" in text and "| 1200 MB (PSS 1010 MB) | yes |" in text
