@@ -217,6 +217,7 @@ def render(data: dict, command: str) -> str:
     met = {True: "yes", False: "**no**", None: "–"}
     out += ["## Targets", "", table([{"target": t, "measured": m, "met": met[ok]} for t, m, ok in targets(data)],
                                     ["target", "measured", "met"]), ""]
+    out += speed_section(closed, roof)
     if data.get("skipped"):
         out += ["Not measured: " + "; ".join(f"{k} ({v})" for k, v in data["skipped"].items()) + ".", ""]
     if data.get("int8_agreement"):
@@ -241,6 +242,29 @@ def render(data: dict, command: str) -> str:
     out += overhead(closed, roof)
     out.append(GPU_ON_PAPER)
     return "\n".join(out)
+
+
+SLOWER = 1.25  # served batch-1 steps this much slower than in-process: the machine slowed down
+
+
+def speed_section(closed: list[dict], roof: dict | None) -> list[str]:
+    """The machine's speed while each fp32 server was measured: its decoder graph's time per step
+    at one client against the same graph in-process at the end of the run (the roofline)."""
+    rows = [r for r in closed if r["mode"] == "closed c=1" and r.get("graph_ms_per_step")
+            and r["system"].startswith(("(c)", "(c')"))]
+    if not rows or not roof:
+        return []
+    table_rows = [{"system": r["system"], "served ms per step": r["graph_ms_per_step"],
+                   "in-process ms per step": roof["step_ms"]["1"],
+                   "ratio": f"{r['graph_ms_per_step'] / roof['step_ms']['1']:.2f}x"
+                   + (" **slower**" if r["graph_ms_per_step"] / roof["step_ms"]["1"] > SLOWER else "")}
+                  for r in rows]
+    return ["## Machine speed during the run", "",
+            "The decoder graph's time per step at one client, served (`t5_greedy`'s counters; it includes the "
+            "first call's cross-attention projection, about 1.1x a step) and in-process at the end of the run "
+            f"(the roofline's batch-1 step). Above {SLOWER}x the machine ran slower while that system was measured "
+            "(other tenants of its cores), and that system's ratios against the others in this run are not its own.",
+            "", table(table_rows, ["system", "served ms per step", "in-process ms per step", "ratio"]), ""]
 
 
 def overhead(closed: list[dict], roof: dict | None) -> list[str]:

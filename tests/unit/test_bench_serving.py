@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import latency
-from bench.report import render, span, targets
+from bench.report import find, render, span, targets
 from bench.serving import SYSTEMS, Run, combine, int8_agreement, memory_mb, round_size, spread, step_counters
 
 
@@ -152,6 +152,16 @@ def test_the_roofline_gives_the_floor_a_lone_answer_has_where_it_was_measured():
     found = {t: (m, ok) for t, m, ok in targets(data)}
     assert found["concurrency 1: p50 latency ≤ 0.75x (a)"] == ("0.70x (floor: 0.67x, see Roofline)", True)
     assert "reads memory" not in render(bench_data(), "make bench"), "results measured before the floor"
+
+
+def test_the_report_shows_when_the_machine_slowed_down_under_a_system():
+    data = bench_data()
+    find(data["rows"], "(c)", "closed c=1")["graph_ms_per_step"] = 27.5
+    data["rows"].append(row("cr", 1, 1.0, 900, graph_ms_per_step=50.0))
+    text = render(data, "make bench")
+    assert f"| {SYSTEMS['c']} | 27.5 | 25 | 1.10x |" in text
+    assert f"| {SYSTEMS['cr']} | 50.0 | 25 | 2.00x **slower** |" in text
+    assert "## Machine speed" not in render(bench_data(), "make bench"), "no counters at one client"
 
 
 def test_memory_is_reported_as_summed_rss_and_as_pss():
