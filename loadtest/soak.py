@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import threading
 import time
@@ -78,7 +79,7 @@ def memory_verdict(rows: list[dict], warmup_s: float, max_growth: float) -> tupl
         problems.append(f"too short to judge memory: {len(after)} samples after the {warmup_s:.0f} s warm-up, "
                         f"need {MIN_JUDGED_SAMPLES}")
         return figures, problems
-    thinned = after[::-(-len(after) // MAX_TREND_SAMPLES)]
+    thinned = after[::math.ceil(len(after) / MAX_TREND_SAMPLES)]
     seconds = [r["elapsed_s"] for r in thinned]
     slope, intercept, low, high = theilslopes([r["rss_kib"] for r in thinned], seconds, 0.90)
     span = seconds[-1] - seconds[0]

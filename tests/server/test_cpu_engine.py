@@ -183,26 +183,30 @@ class RecordedCosts(JoinCosts):
         super().observed_admission(seconds, prompt_tokens)
 
 
-def test_rows_that_end_at_admission_leave_the_step_estimate_alone(runtime, prompts, hf_model, tokens):
-    """A row can end at the token its admission gives it (a real SQuAD 2.0 checkpoint abstains
-    on about half the questions; here a limit of one token). The loop then steps no rows, and an
-    empty step's near-zero time must not enter the step estimate: it would make every later
-    wait look short and keep arrivals from joining."""
+@pytest.mark.parametrize("ending", ["eos", "limit"])
+def test_rows_that_end_at_admission_leave_the_step_estimate_alone(runtime, prompts, hf_model, tokens, ending):
+    """A row can end at the token its admission gives it: a real SQuAD 2.0 checkpoint abstains
+    (`</s>` first) on about half the questions, as the realistic test model does on PAIRS[10];
+    a limit of one token does the same. The loop then steps no rows, and an empty step's
+    near-zero time must not enter the step estimate: it would make every later wait look short
+    and keep arrivals from joining. The finished rows' lengths, `</s>` included, are recorded
+    for the steps the running rows have left."""
     costs = RecordedCosts()
     scheduler = engine(runtime, tokens, CountingEncoder(runtime), max_active_rows=16, join_costs=costs).start()
     try:
-        ended = (*prompt_row(prompts, PAIRS[5], 1), 1)
+        ended = (*prompt_row(prompts, PAIRS[10], 8), 8) if ending == "eos" else (*prompt_row(prompts, PAIRS[5], 1), 1)
         scheduler.submit([ended[0]])
         assert_like_generate(hf_model, [ended])
+        assert len(ended[0].tokens) == 1 and (ended[0].tokens == [tokens.eos]) == (ending == "eos"), ended[0].tokens
         assert (costs.admissions, costs.steps, costs.step_s) == ([len(ended[2][0])], [], 0.0)
-        running = (*prompt_row(prompts, PAIRS[15], 4), 4)
+        running = (*prompt_row(prompts, PAIRS[13], 8), 8)  # answers in 3 tokens, the last `</s>`
         scheduler.submit([running[0]])
         assert_like_generate(hf_model, [running])
     finally:
         scheduler.stop()
-    assert len(running[0].tokens) == 4, running[0].tokens  # three steps after its admission
-    assert len(costs.steps) == 3 and costs.step_s > 0, costs.steps
-    assert list(costs.lengths) == [1, 4], "the finished rows' lengths, for the steps the running rows have left"
+    assert len(running[0].tokens) == 3 and running[0].tokens[-1] == tokens.eos, running[0].tokens
+    assert len(costs.steps) == 2 and costs.step_s > 0, costs.steps  # two steps after its admission
+    assert list(costs.lengths) == [1, 3], "the finished rows' lengths, for the steps the running rows have left"
 
 
 def test_a_failing_encoder_call_fails_only_its_requests(runtime, prompts, hf_model, tokens):
