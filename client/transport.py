@@ -18,8 +18,8 @@ python-backend models and ensembles on the CPU tritonserver of nvidia-pytriton 0
     running (`t5_encoder`, `t5_greedy`) is a request of its own and never sees it
     (`is_cancelled()` stays false; it runs to the end). Triton checks the ensemble request
     between steps: a step scheduled after the deadline is created cancelled; a step with
-    dynamic batching (all of ours) is then dropped before its backend sees it, a step without
-    reaches `execute` with `is_cancelled()` true.
+    dynamic batching (`t5_encoder` on GPU targets) is then dropped before its backend sees it, a
+    step without (`t5_validate`, `t5_greedy`) reaches `execute` with `is_cancelled()` true.
 * HTTP: no deadline propagation. Past `timeout_s` the client closes the connection; Triton's
   HTTP frontend does not cancel anything: the request runs to the end and its answer is
   dropped.

@@ -225,12 +225,13 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
     encoder.instance_group[0].count = target.encoder_instances
     configs[ENCODER] = encoder
     # One place checks the token ids, for every target, before any backend sees them.
+    # The Python steps have no dynamic batcher: they batch nothing that needs Triton (a check per
+    # request, a submit to the scheduler), and Triton 2.51's batcher can park a request that
+    # arrives while the model's one instance executes for 500 ms (docs/operations.md, known gaps).
     validate = mc.ModelConfig(name=VALIDATE, backend="python", max_batch_size=batch)
     validate.input.extend([_tensor(mc.ModelInput, n, mc.TYPE_INT64, [-1]) for n in (INPUT_IDS, ATTENTION_MASK)])
     validate.output.extend([_tensor(mc.ModelOutput, f"valid_{n}", mc.TYPE_INT64, [-1])
                             for n in (INPUT_IDS, ATTENTION_MASK)])
-    validate.dynamic_batching.max_queue_delay_microseconds = 0
-    _bound_queue(validate, batch)
     validate.instance_group.add(count=1, kind=CPU)
     _params(validate, ValidateParameters(MAX_INPUT_TOKENS, tokens.vocab_size))
     configs[VALIDATE] = validate
@@ -251,7 +252,6 @@ def build_configs(manifest: dict, target: Target) -> dict[str, mc.ModelConfig]:
         _tensor(mc.ModelInput, MAX_NEW_TOKENS, mc.TYPE_INT32, [1], optional=True),
     ])
     greedy.output.extend(generation_outputs())
-    greedy.dynamic_batching.max_queue_delay_microseconds = 0
     greedy.instance_group.add(count=1, kind=target.instance_kind)  # one scheduler batches every request
     _params(greedy, GreedyParameters(
         decoder_mode=target.decoder_mode, decoder_model=DECODER,
