@@ -194,7 +194,12 @@ def test_cancelled_rows_leave_the_queue_and_the_batch(runtime, prompts, hf_model
         for row in (running, kept, waiting):  # the third waits: two rows at most
             scheduler.submit([row])
         wait_for(lambda: len(running.tokens) >= 2)
-        running_owner.cancelled = waiting_owner.cancelled = True
+        # The waiting row first: cancelled together, an iteration can read the waiting owner
+        # before the flags flip and the running one after, free the running row's place and
+        # admit the waiting row for one step before the next iteration drops it.
+        waiting_owner.cancelled = True
+        wait_for(lambda: scheduler.stats.cancelled_rows == 1)
+        running_owner.cancelled = True
         wait_for(lambda: scheduler.stats.cancelled_rows == 2)
         produced = len(running.tokens)
         assert kept_owner.done.wait(60) and kept_owner.error is None
