@@ -55,11 +55,12 @@ class PendingResponse:
         self.remaining = len(rows)
         self.sent = False
         self.lock = threading.Lock()
+        received = time.monotonic()
         # Asked at the first check: this step has no dynamic batcher, so a step the ensemble
         # created after the client's deadline reaches `execute` already cancelled.
-        self._checked_at, self._cancelled = time.monotonic() - CANCEL_CHECK_S, False
+        self._checked_at, self._cancelled = received - CANCEL_CHECK_S, False
         timeout_us = request.timeout()
-        self.deadline = self._checked_at + timeout_us / 1e6 if timeout_us else None
+        self.deadline = received + timeout_us / 1e6 if timeout_us else None
 
     def cancelled(self) -> bool:
         """Whether the client gave up: its deadline passed, or Triton says so (asked at most
