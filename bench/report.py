@@ -184,6 +184,24 @@ def roofline_text(roof: dict) -> str:
             f"{roof['concurrency']}." + lone_answer_text(roof))
 
 
+def roofline_runs_text(data: dict) -> str:
+    """Which of the rooflines measured around (c)'s closed loops this is (older results measured one)."""
+    runs = data.get("roofline_answers_per_s_runs", [])
+    if len(runs) < 2:
+        return ""
+    return (f" Measured right before and right after (c)'s closed loops ({' and '.join(map(str, runs))} answers/s); "
+            "the figures above and the target are the faster of the two.")
+
+
+def windows_text(data: dict) -> str:
+    """How the open loop was run (older results ran one window per system)."""
+    if not data.get("open_windows"):
+        return ""
+    return (f"{data['open_windows']} windows of {data['open_seconds']:g} s per system, the systems in turn, with the "
+            "same arrivals for both in each round; the percentiles pool the windows, `p95 per window` shows them "
+            "one by one. ")
+
+
 def lone_answer_text(roof: dict) -> str:
     """The floor under a batch-1 step and a lone answer (results before it was measured have none)."""
     if not roof.get("step_floor_ms"):
@@ -225,14 +243,16 @@ def render(data: dict, command: str) -> str:
                 "From the export manifest of (c8)'s repository (the export's own validation):", "",
                 table([{"figure": k, "value": v} for k, v in data["int8_agreement"].items()], ["figure", "value"]), ""]
     if roof:
-        out += ["## Roofline", "", roofline_text(roof), ""]
+        out += ["## Roofline", "", roofline_text(roof) + roofline_runs_text(data), ""]
     if opened:
         out += ["## Open loop (Poisson arrivals)", "",
                 f"Arrival rate {data['open_rate']:.2f}/s = {data.get('open_load', 0.8):.0%} of (c)'s closed-loop "
-                "saturation; latency counted from each arrival. Where recorded, `t5_greedy`'s counters per "
-                "iteration over the open loop, as in \"Orchestration overhead\".", "",
-                table(opened, ["system", "mode", "answers", "errors", "p50_ms", "p95_ms", "p99_ms", "answers_per_s",
-                               *[c for c in STEP_COLUMNS if any(c in r for r in opened)]]), ""]
+                f"saturation; latency counted from each arrival. {windows_text(data)}Where recorded, `t5_greedy`'s "
+                "counters per iteration over the open loop, as in \"Orchestration overhead\".", "",
+                table([{**r, "p95 per window": ", ".join(map(str, r.get("p95_ms_windows", [])))} for r in opened],
+                      ["system", "mode", "answers", "errors", "p50_ms", "p95_ms", "p99_ms", "answers_per_s",
+                       *(["p95 per window"] if any("p95_ms_windows" in r for r in opened) else []),
+                       *[c for c in STEP_COLUMNS if any(c in r for r in opened)]]), ""]
     if data.get("perf_analyzer"):
         out += ["## perf_analyzer on (c)", "",
                 "NVIDIA's `perf_analyzer` 2.51 (from the tritonclient 2.51.0 wheel), gRPC, one fixed question.", "",
@@ -249,7 +269,7 @@ SLOWER = 1.25  # served batch-1 steps this much slower than in-process: the mach
 
 def speed_section(closed: list[dict], roof: dict | None) -> list[str]:
     """The machine's speed while each fp32 server was measured: its decoder graph's time per step
-    at one client against the same graph in-process at the end of the run (the roofline)."""
+    at one client against the same graph in-process (the roofline)."""
     rows = [r for r in closed if r["mode"] == "closed c=1" and r.get("graph_ms_per_step")
             and r["system"].startswith(("(c)", "(c')"))]
     if not rows or not roof:
@@ -261,7 +281,7 @@ def speed_section(closed: list[dict], roof: dict | None) -> list[str]:
                   for r in rows]
     return ["## Machine speed during the run", "",
             "The decoder graph's time per step at one client, served (`t5_greedy`'s counters; it includes the "
-            "first call's cross-attention projection, about 1.1x a step) and in-process at the end of the run "
+            "first call's cross-attention projection, about 1.1x a step) and in-process "
             f"(the roofline's batch-1 step). Above {SLOWER}x the machine ran slower while that system was measured "
             "(other tenants of its cores), and that system's ratios against the others in this run are not its own.",
             "", table(table_rows, ["system", "served ms per step", "in-process ms per step", "ratio"]), ""]

@@ -11,10 +11,11 @@ rarely stops early; the tables report the tokens actually generated). Closed loo
 concurrency c: at least max(`--min-answers`, `--requests` x c) answers, in `--repetitions` runs in
 a row of equally many whole rounds (every client sends the same number of requests); answers/s is
 the median of the runs with their min-max, latency percentiles pool every answer. Then an open loop
-with Poisson arrivals at a fraction of (c)'s saturation throughput for (c) vs (c'), `perf_analyzer`
-on (c) when it is installed, server resident memory (right after the closed loops, and again once
-the server has been idle for SETTLE_S), and the roofline computed from in-process
-encoder and step times. The defaults take about 15-20 minutes on 2 cores with the demo t5-base.
+with Poisson arrivals at a fraction of (c)'s saturation throughput for (c) vs (c'), in windows
+that alternate between the two servers, `perf_analyzer` on (c) when it is installed, server
+resident memory (right after the closed loops, and again once the server has been idle for
+SETTLE_S), and the roofline computed from in-process encoder and step times right before and
+right after (c)'s closed loops. The defaults take about 20 minutes on 2 cores with the demo t5-base.
 
   python -m bench.serving --checkpoint build/models/demo-base      # after `make export`/`make serve`
   python -m bench.serving --systems d d8 --concurrency 1 --min-answers 2 --repetitions 1 --output /tmp/bench
@@ -312,6 +313,28 @@ def open_loop(system, inputs: list[np.ndarray], rate: float, duration_s: float, 
     return run
 
 
+def open_loops(systems: list, inputs: list[np.ndarray], rate: float, windows: int, seconds: float,
+               new_tokens: int) -> list[dict]:
+    """`windows` open loops of `seconds` per system, the systems in turn within each round (c,
+    c', c, c', ...) and every system of a round given the same arrivals (seed = the round), so
+    that the machine's drift falls on all of them alike. One row per system: the latencies of its
+    windows pooled, each window's p95 beside them (`p95_ms_windows`) and, for this project's
+    servers, `t5_greedy`'s counters over its windows."""
+    runs: dict[str, list[Run]] = {system.name: [] for system in systems}
+    before = {s.name: scheduler_counters(s.server.ports.metrics) for s in systems if isinstance(s, Triton)}
+    for window in range(windows):
+        for system in systems:
+            runs[system.name].append(open_loop(system, inputs, rate, seconds, new_tokens, seed=window))
+            print(json.dumps({**runs[system.name][-1].row(), "window": window}), flush=True)
+    rows = []
+    for system in systems:
+        row = {**combine(runs[system.name]), "p95_ms_windows": [r.row()["p95_ms"] for r in runs[system.name]]}
+        if system.name in before:
+            row.update(step_counters(before[system.name], scheduler_counters(system.server.ports.metrics)))
+        rows.append(row)
+    return rows
+
+
 def roofline(repository: Path, inputs: list[np.ndarray], new_tokens: int, concurrency: int) -> dict:
     """Answers/s if the server did nothing but what each request needs alone (one encoder call,
     not batched, and the decoder's first call, which projects the prompt into every layer's
@@ -468,37 +491,55 @@ def start(key: str, args: argparse.Namespace, workdir: Path, extra: dict):
 
 
 def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[dict], dict]:
-    """Every selected system in turn: closed loops, resident memory; on (c) perf_analyzer and
-    the open-loop rate; on (c) and (c') the open loop, with the scheduler's counters over it."""
+    """Every selected system in turn: closed loops and resident memory; around (c)'s closed
+    loops the roofline, right before and right after them (the faster of the two is the one the
+    target is judged on); on (c) perf_analyzer and the open-loop rate; then the open loop on (c)
+    and (c') in alternating windows (`open_loops`), both servers kept up until it is done."""
     rows: list[dict] = []
     extra: dict = {"rss_mb": {}, "pss_mb": {}, "settled_rss_mb": {}, "settled_pss_mb": {},
-                   "open_load": args.open_load}
-    for key in [k for k in SYSTEMS if k in args.systems and not (args.skip_baselines and k in BASELINES)]:
-        system = start(key, args, workdir, extra)
-        if system is None:
-            continue
-        try:
-            rows += measure(system, plan)
-            for prefix in ("", "settled_"):  # right after the load, then idle for SETTLE_S
-                if prefix:
-                    time.sleep(SETTLE_S)
-                rss, pss = system.memory()
-                extra[f"{prefix}rss_mb"][system.name], extra[f"{prefix}pss_mb"][system.name] = round(rss), round(pss)
+                   "open_load": args.open_load, "open_windows": args.open_windows, "open_seconds": args.open_seconds}
+    selected = [k for k in SYSTEMS if k in args.systems and not (args.skip_baselines and k in BASELINES)]
+    open_keys = [k for k in ("c", "cr") if k in selected] if args.open_seconds > 0 and args.open_windows > 0 and "c" in selected else []
+    rooflines: list[dict] = []
+    kept: list = []  # servers waiting for the open loop
+    try:
+        for key in selected:
             if key == "c":
-                extra["perf_analyzer"] = perf_analyzer(system.url, plan.inputs[0], plan.new_tokens, plan.levels,
-                                                       workdir)
-                saturation = max(r["answers_per_s"] for r in rows if r["system"] == system.name)
-                extra["open_rate"] = args.open_load * saturation
-            if key in ("c", "cr") and "open_rate" in extra:
-                before = scheduler_counters(system.server.ports.metrics)
-                rows.append(open_loop(system, plan.inputs, extra["open_rate"], args.open_seconds, plan.new_tokens,
-                                      seed=7).row())
-                rows[-1].update(step_counters(before, scheduler_counters(system.server.ports.metrics)))
-                print(json.dumps(rows[-1]), flush=True)
-        finally:
+                rooflines.append(roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels)))
+            system = start(key, args, workdir, extra)
+            if system is None:
+                continue
+            try:
+                rows += measure(system, plan)
+                for prefix in ("", "settled_"):  # right after the load, then idle for SETTLE_S
+                    if prefix:
+                        time.sleep(SETTLE_S)
+                    rss, pss = system.memory()
+                    extra[f"{prefix}rss_mb"][system.name], extra[f"{prefix}pss_mb"][system.name] = round(rss), round(pss)
+                if key == "c":
+                    rooflines.append(roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels)))
+                    extra["perf_analyzer"] = perf_analyzer(system.url, plan.inputs[0], plan.new_tokens, plan.levels,
+                                                           workdir)
+                    saturation = max(r["answers_per_s"] for r in rows if r["system"] == system.name)
+                    extra["open_rate"] = args.open_load * saturation
+            except BaseException:
+                system.stop()
+                raise
+            if key not in open_keys:
+                system.stop()
+                continue
+            kept.append(system)
+            if key == open_keys[-1]:
+                rows += open_loops(kept, plan.inputs, extra["open_rate"], args.open_windows, args.open_seconds,
+                                   plan.new_tokens)
+                while kept:
+                    kept.pop().stop()
+    finally:
+        for system in kept:
             system.stop()
-    if "c" in args.systems:
-        extra["roofline"] = roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels))
+    if rooflines:
+        extra["roofline"] = max(rooflines, key=lambda r: r["answers_per_s"])
+        extra["roofline_answers_per_s_runs"] = [r["answers_per_s"] for r in rooflines]
     return rows, extra
 
 
@@ -518,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-answers", type=int, default=16, help="fewest answers at any concurrency level")
     parser.add_argument("--repetitions", type=int, default=3,
                         help="closed-loop runs per level (each whole rounds of requests), for the run-to-run spread")
-    parser.add_argument("--open-seconds", type=float, default=60.0)
+    parser.add_argument("--open-windows", type=int, default=3,
+                        help="open-loop windows per system, (c) and (c') in turn (0 seconds: no open loop)")
+    parser.add_argument("--open-seconds", type=float, default=40.0, help="length of each open-loop window")
     parser.add_argument("--open-load", type=float, default=0.8, help="open-loop rate as a fraction of saturation")
     parser.add_argument("--output", type=Path, default=Path("docs"), help="where benchmarks.{json,md,png} go")
     parser.add_argument("--skip-baselines", action="store_true", help="leave out a, b, d and d8")

@@ -1,16 +1,19 @@
 """`make bench`'s arithmetic without servers: how many requests each repetition sends, how
-repeated runs become one row with their spread, where the int8 agreement is found in an export
+repeated runs become one row with their spread, how the open loop's windows alternate, where the int8 agreement is found in an export
 manifest, and the targets and tables `bench.report` writes from those rows."""
 from __future__ import annotations
 
+import itertools
 import os
+import time
 
 import numpy as np
 import pytest
 
 from bench import latency
 from bench.report import find, render, span, targets
-from bench.serving import SYSTEMS, Run, combine, int8_agreement, memory_mb, round_size, spread, step_counters
+from bench.serving import (SYSTEMS, Run, combine, int8_agreement, memory_mb, open_loops, round_size, spread,
+                           step_counters)
 
 
 @pytest.mark.parametrize("concurrency, expected", [(1, 6), (4, 8), (16, 32), (64, 128)])
@@ -231,3 +234,42 @@ def test_the_open_loop_table_shows_the_scheduler_counters_only_where_recorded():
     assert (header + " mean_batch | graph_ms_per_step | encoder_ms_per_step | overhead_ms_per_step |") in text
     assert f"| {SYSTEMS['c']} | open λ=3.60/s | 200 | 0 | 900 | 1500 | 2000 | 3.5 | 2.72 | 48.3 | 43.6 | 1.79 |" in text
     assert f"| {SYSTEMS['cr']} | open λ=3.60/s | 200 | 0 | 1000 | 2500 | 3000 | 3.5 |  |  |  |  |" in text
+
+
+class Recorder:
+    """A stand-in system for `open_loops`: answers at once and records which system was called when."""
+
+    def __init__(self, name: str, calls: list):
+        self.name, self.calls = name, calls
+
+    def call(self, ids, new_tokens: int) -> int:
+        self.calls.append((time.perf_counter(), self.name))
+        return new_tokens
+
+
+def test_open_loops_alternate_the_systems_window_by_window_with_the_same_arrivals():
+    calls: list = []
+    systems = [Recorder(SYSTEMS["c"], calls), Recorder(SYSTEMS["cr"], calls)]
+    rows = open_loops(systems, [np.zeros((1, 3), np.int64)], rate=60.0, windows=3, seconds=0.3, new_tokens=4)
+    names = [name for _, name in sorted(calls)]
+    blocks = [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
+    assert blocks == [SYSTEMS["c"], SYSTEMS["cr"]] * 3
+    sizes = [sum(1 for _ in group) for _, group in itertools.groupby(names)]
+    assert sizes[0::2] == sizes[1::2], "each round gives both systems the same arrivals"
+    assert [r["system"] for r in rows] == [SYSTEMS["c"], SYSTEMS["cr"]]
+    for r, answers in zip(rows, (sum(sizes[0::2]), sum(sizes[1::2]))):
+        assert r["answers"] == answers and r["errors"] == 0 and r["repetitions"] == 3
+        assert len(r["p95_ms_windows"]) == 3 and r["mode"] == "open λ=60.00/s"
+
+
+def test_the_report_says_how_the_open_loop_and_the_roofline_were_measured():
+    data = bench_data()
+    assert "windows of" not in render(data, "make bench") and "right before and right after" not in render(
+        data, "make bench"), "results without them (older runs) render as before"
+    data.update(open_windows=3, open_seconds=40.0, roofline_answers_per_s_runs=[4.6, 5.0])
+    data["rows"][-2] = {**data["rows"][-2], "p95_ms_windows": [1400, 1500, 1700]}
+    text = render(data, "make bench")
+    assert "3 windows of 40 s per system, the systems in turn" in text
+    assert "(4.6 and 5.0 answers/s); the figures above and the target are the faster of the two" in text
+    assert f"| {SYSTEMS['c']} | open λ=3.60/s | 200 | 0 | 900 | 1500 | 2000 | 3.5 | 1400, 1500, 1700 |" in text
+    assert f"| {SYSTEMS['cr']} | open λ=3.60/s | 200 | 0 | 1000 | 2500 | 3000 | 3.5 |  |" in text
