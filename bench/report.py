@@ -160,8 +160,11 @@ def header(data: dict, command: str) -> list[str]:
         *(["![throughput and p95 latency](benchmarks.png)", ""] if data.get("plotted", True) else []),
         "## Closed loop (each client sends its next request when the last is answered)",
         "",
-        (f"Each level is {runs} runs in a row of whole rounds (every client sends the same number of requests). "
-         "`answers_per_s` is the median of the runs, `answers/s runs` their min–max, `p50 runs` the min–max "
+        (f"Each level is {runs} runs, in each of which every client sends the same number of requests"
+         + ("; one run per round: in each round every level in turn, and at each level every system in turn, all "
+            "servers up, so that the machine's slow and fast phases fall on all of them alike. " if in_rounds(data)
+            else ", in a row. ")
+         + "`answers_per_s` is the median of the runs, `answers/s runs` their min–max, `p50 runs` the min–max "
          "of the runs' p50; the latency percentiles and `answers` pool all runs." if runs > 1 else
          "Each level is one run (no run-to-run spread measured).")
         + " `mean_batch`: rows per decode step for (c)/(c')/(c8), requests per `generate`/`translate_batch` "
@@ -184,11 +187,20 @@ def roofline_text(roof: dict) -> str:
             f"{roof['concurrency']}." + lone_answer_text(roof))
 
 
+def in_rounds(data: dict) -> bool:
+    """Whether the systems were measured in turn, round by round (`bench.serving.rounds`), or
+    one after the other (results before 2026-12-06)."""
+    return data.get("schedule") == "rounds"
+
+
 def roofline_runs_text(data: dict) -> str:
-    """Which of the rooflines measured around (c)'s closed loops this is (older results measured one)."""
+    """Which of the rooflines measured in the run this is (older results measured one)."""
     runs = data.get("roofline_answers_per_s_runs", [])
     if len(runs) < 2:
         return ""
+    if in_rounds(data):
+        return (f" Measured at the start of each round ({', '.join(map(str, runs))} answers/s); the figures above "
+                "and the target are the median round's.")
     return (f" Measured right before and right after (c)'s closed loops ({' and '.join(map(str, runs))} answers/s); "
             "the figures above and the target are the faster of the two.")
 
@@ -222,7 +234,10 @@ def memory_section(data: dict) -> list[str]:
             "they share, such as each Python stub's libraries, counted once per process); `pss_mb`: each shared "
             "page split between its users, so the sum is what the server holds. `settled_*`: the same "
             "after the server has been idle for a few seconds (`bench.serving.SETTLE_S`; `t5_greedy` hands its "
-            "free heap back to the OS after a second idle).", "",
+            "free heap back to the OS after a second idle)." + (
+                " With every server up at once, PSS also splits the libraries a server shares with the others "
+                "(the same Python, numpy, ONNX Runtime): (c)'s settled figures are read with the others "
+                "stopped, the others' as they stop one by one." if in_rounds(data) else ""), "",
             table(rows, columns), ""]
 
 

@@ -7,15 +7,18 @@ for an empty batch), [d] CTranslate2 fp32 and [d8] (d') CTranslate2 int8, each w
 batching (`bench.baseline_server`), and [c8] `t5_qa` int8 with iteration-level batching (skipped,
 with a note, while `serving.pipeline.build` has no `precision`).
 Inputs: real SQuAD 2.0 dev questions, `--new-tokens` generated per answer (the demo model
-rarely stops early; the tables report the tokens actually generated). Closed loop at each
-concurrency c: at least max(`--min-answers`, `--requests` x c) answers, in `--repetitions` runs in
-a row of equally many whole rounds (every client sends the same number of requests); answers/s is
-the median of the runs with their min-max, latency percentiles pool every answer. Then an open loop
-with Poisson arrivals at a fraction of (c)'s saturation throughput for (c) vs (c'), in windows
-that alternate between the two servers, `perf_analyzer` on (c) when it is installed, server
-resident memory (right after the closed loops, and again once the server has been idle for
-SETTLE_S), and the roofline computed from in-process encoder and step times right before and
-right after (c)'s closed loops. The defaults take about 20 minutes on 2 cores with the demo t5-base.
+rarely stops early; the tables report the tokens actually generated). Every system is started
+first and kept up; then `--repetitions` rounds, in each of which every concurrency level c in
+turn and at it every system in turn runs one closed loop of whole rounds of requests (every
+client sends the same number), at least max(`--min-answers`, `--requests` x c) answers per level
+over the rounds: this 2-core machine drifts by up to 2x for minutes at a time, and in turn the
+drift falls on every system alike. answers/s is the median of a system's runs with their
+min-max, latency percentiles pool every answer. The roofline (encoder and step times in-process)
+is measured at the start of each round. Then `perf_analyzer` on (c) when it is installed, an
+open loop with Poisson arrivals at a fraction of (c)'s saturation throughput for (c) vs (c'), in
+windows that alternate between the two, and server resident memory (right after each system's
+last run, and again once the servers have been idle for SETTLE_S). The defaults take about 20
+minutes on 2 cores with the demo t5-base (all servers up at once: about 10 GB).
 
   python -m bench.serving --checkpoint build/models/demo-base      # after `make export`/`make serve`
   python -m bench.serving --systems d d8 --concurrency 1 --min-answers 2 --repetitions 1 --output /tmp/bench
@@ -454,26 +457,43 @@ def step_counters(before: dict[str, float], after: dict[str, float]) -> dict:
                                                   - delta["encoder_seconds"]) / iterations, 2)}
 
 
-def measure(system, plan: Plan) -> list[dict]:
-    """Closed-loop rows of `system`, one per concurrency level, each from `plan.repetitions` runs."""
-    system.wait_ready(plan.inputs[0])
-    for ids in plan.inputs[:2]:
-        system.call(ids, plan.new_tokens)  # warm-up
-    rows = []
-    for level in plan.levels:
-        metrics = system.server.ports.metrics if isinstance(system, Triton) else None
-        before = scheduler_counters(metrics) if metrics else system.counters()
-        size = round_size(level, plan.min_answers, plan.per_client, plan.repetitions)
-        rows.append(combine([closed_loop(system, plan.inputs, level, size, plan.new_tokens)
-                             for _ in range(plan.repetitions)]))
-        if metrics:  # the scheduler's own work per iteration, at this concurrency
-            rows[-1].update(step_counters(before, scheduler_counters(metrics)))
-        else:  # requests per decoding call
-            after = system.counters()
-            calls = max(after["calls"] - before["calls"], 1)
-            rows[-1]["mean_batch"] = round((after["rows"] - before["rows"]) / calls, 2)
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+def counters(system) -> dict[str, float]:
+    """Cumulative counters: t5_greedy's (`scheduler_counters`) or a baseline's decoding calls and rows."""
+    return scheduler_counters(system.server.ports.metrics) if isinstance(system, Triton) else system.counters()
+
+
+def counter_figures(system, delta: dict[str, float]) -> dict:
+    """What `delta`, counters summed over a level's runs, says: t5_greedy's work per iteration
+    (`step_counters`), or a baseline's requests per decoding call."""
+    if isinstance(system, Triton):
+        return step_counters(dict.fromkeys(delta, 0.0), delta)
+    return {"mean_batch": round(delta["rows"] / max(delta["calls"], 1), 2)}
+
+
+def rounds(systems: dict, plan: Plan, on_round, on_last_run) -> list[dict]:
+    """`plan.repetitions` rounds; in each, every level in turn, and at each level every system
+    in turn (one closed-loop run each), so that the machine's slow and fast phases fall on all
+    of them alike. `on_round(index)` runs before each round; `on_last_run(key, system)` right
+    after a system's last run. One row per system and level: `combine` of its runs, with its
+    counters over them."""
+    runs: dict[tuple[str, int], list[Run]] = {(key, level): [] for key in systems for level in plan.levels}
+    summed: dict[tuple[str, int], dict[str, float]] = {}
+    for index in range(plan.repetitions):
+        on_round(index)
+        for level in plan.levels:
+            size = round_size(level, plan.min_answers, plan.per_client, plan.repetitions)
+            for key, system in systems.items():
+                before = counters(system)
+                runs[key, level].append(closed_loop(system, plan.inputs, level, size, plan.new_tokens))
+                after = counters(system)
+                total = summed.setdefault((key, level), dict.fromkeys(after, 0.0))
+                for name in after:
+                    total[name] += after[name] - before[name]
+                print(json.dumps({**runs[key, level][-1].row(), "round": index}), flush=True)
+                if index == plan.repetitions - 1 and level == plan.levels[-1]:
+                    on_last_run(key, system)
+    return [{**combine(runs[key, level]), **counter_figures(system, summed[key, level])}
+            for key, system in systems.items() for level in plan.levels]
 
 
 def start(key: str, args: argparse.Namespace, workdir: Path, extra: dict):
@@ -491,54 +511,52 @@ def start(key: str, args: argparse.Namespace, workdir: Path, extra: dict):
 
 
 def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[dict], dict]:
-    """Every selected system in turn: closed loops and resident memory; around (c)'s closed
-    loops the roofline, right before and right after them (the faster of the two is the one the
-    target is judged on); on (c) perf_analyzer and the open-loop rate; then the open loop on (c)
-    and (c') in alternating windows (`open_loops`), both servers kept up until it is done."""
-    rows: list[dict] = []
-    extra: dict = {"rss_mb": {}, "pss_mb": {}, "settled_rss_mb": {}, "settled_pss_mb": {},
+    """Every selected system started and kept up, then measured in `rounds` (with the roofline
+    measured in-process at the start of each round; the one with the median answers/s is the
+    one reported), resident memory right after each system's last run; then on (c)
+    perf_analyzer, and the open loop on (c) and (c') in alternating windows (`open_loops`) at
+    `--open-load` of (c)'s saturation; last, memory once idle (SETTLE_S), (c)'s read with the
+    other servers stopped (their shared libraries would otherwise split its PSS)."""
+    extra: dict = {"schedule": "rounds", "rss_mb": {}, "pss_mb": {}, "settled_rss_mb": {}, "settled_pss_mb": {},
                    "open_load": args.open_load, "open_windows": args.open_windows, "open_seconds": args.open_seconds}
     selected = [k for k in SYSTEMS if k in args.systems and not (args.skip_baselines and k in BASELINES)]
-    open_keys = [k for k in ("c", "cr") if k in selected] if args.open_seconds > 0 and args.open_windows > 0 and "c" in selected else []
+    systems: dict = {}
     rooflines: list[dict] = []
-    kept: list = []  # servers waiting for the open loop
+
+    def memory(into: str, system) -> None:
+        rss, pss = system.memory()
+        extra[f"{into}rss_mb"][system.name], extra[f"{into}pss_mb"][system.name] = round(rss), round(pss)
+
+    def roofline_now(_round: int) -> None:
+        if "c" in systems:
+            rooflines.append(roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels)))
+
     try:
         for key in selected:
-            if key == "c":
-                rooflines.append(roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels)))
             system = start(key, args, workdir, extra)
             if system is None:
                 continue
-            try:
-                rows += measure(system, plan)
-                for prefix in ("", "settled_"):  # right after the load, then idle for SETTLE_S
-                    if prefix:
-                        time.sleep(SETTLE_S)
-                    rss, pss = system.memory()
-                    extra[f"{prefix}rss_mb"][system.name], extra[f"{prefix}pss_mb"][system.name] = round(rss), round(pss)
-                if key == "c":
-                    rooflines.append(roofline(args.repository, plan.inputs, plan.new_tokens, max(plan.levels)))
-                    extra["perf_analyzer"] = perf_analyzer(system.url, plan.inputs[0], plan.new_tokens, plan.levels,
-                                                           workdir)
-                    saturation = max(r["answers_per_s"] for r in rows if r["system"] == system.name)
-                    extra["open_rate"] = args.open_load * saturation
-            except BaseException:
-                system.stop()
-                raise
-            if key not in open_keys:
-                system.stop()
-                continue
-            kept.append(system)
-            if key == open_keys[-1]:
-                rows += open_loops(kept, plan.inputs, extra["open_rate"], args.open_windows, args.open_seconds,
-                                   plan.new_tokens)
-                while kept:
-                    kept.pop().stop()
+            systems[key] = system
+            system.wait_ready(plan.inputs[0])
+            for ids in plan.inputs[:2]:
+                system.call(ids, plan.new_tokens)  # warm-up
+        rows = rounds(systems, plan, roofline_now, lambda key, system: memory("", system))
+        if "c" in systems:
+            ours = systems["c"]
+            extra["perf_analyzer"] = perf_analyzer(ours.url, plan.inputs[0], plan.new_tokens, plan.levels, workdir)
+            extra["open_rate"] = args.open_load * max(r["answers_per_s"] for r in rows if r["system"] == ours.name)
+            if args.open_seconds > 0 and args.open_windows > 0:
+                rows += open_loops([systems[k] for k in ("c", "cr") if k in systems], plan.inputs, extra["open_rate"],
+                                   args.open_windows, args.open_seconds, plan.new_tokens)
+        time.sleep(SETTLE_S)
+        for key in [k for k in systems if k != "c"] + [k for k in systems if k == "c"]:
+            memory("settled_", systems[key])  # (c) last, alone
+            systems.pop(key).stop()
     finally:
-        for system in kept:
+        for system in systems.values():
             system.stop()
     if rooflines:
-        extra["roofline"] = max(rooflines, key=lambda r: r["answers_per_s"])
+        extra["roofline"] = sorted(rooflines, key=lambda r: r["answers_per_s"])[len(rooflines) // 2]
         extra["roofline_answers_per_s_runs"] = [r["answers_per_s"] for r in rooflines]
     return rows, extra
 

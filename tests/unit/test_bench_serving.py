@@ -1,5 +1,5 @@
 """`make bench`'s arithmetic without servers: how many requests each repetition sends, how
-repeated runs become one row with their spread, how the open loop's windows alternate, where the int8 agreement is found in an export
+repeated runs become one row with their spread, how systems take turns in rounds and open-loop windows, where the int8 agreement is found in an export
 manifest, and the targets and tables `bench.report` writes from those rows."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from bench import latency
 from bench.report import find, render, span, targets
-from bench.serving import (SYSTEMS, Run, combine, int8_agreement, memory_mb, open_loops, round_size, spread,
-                           step_counters)
+from bench.serving import (SYSTEMS, Plan, Run, combine, int8_agreement, memory_mb, open_loops, round_size, rounds,
+                           spread, step_counters)
 
 
 @pytest.mark.parametrize("concurrency, expected", [(1, 6), (4, 8), (16, 32), (64, 128)])
@@ -246,6 +246,28 @@ class Recorder:
         self.calls.append((time.perf_counter(), self.name))
         return new_tokens
 
+    def counters(self) -> dict[str, int]:  # as a baseline server's: one decoding call per request
+        answered = sum(1 for _, name in self.calls if name == self.name)
+        return {"calls": answered, "rows": answered}
+
+
+def test_rounds_measure_every_system_at_every_level_in_turn():
+    calls: list = []
+    systems = {"c": Recorder(SYSTEMS["c"], calls), "d": Recorder(SYSTEMS["d"], calls)}
+    plan = Plan([np.zeros((1, 3), np.int64)], new_tokens=4, levels=[1, 2], min_answers=4, per_client=1,
+                repetitions=2)
+    events: list = []
+    rows = rounds(systems, plan, lambda index: events.append(("round", index, len(calls))),
+                  lambda key, system: events.append(("last run", key, len(calls))))
+    names = [name for _, name in sorted(calls)]
+    blocks = [(name, sum(1 for _ in group)) for name, group in itertools.groupby(names)]
+    # per round: level 1 (2 answers each), then level 2 (2 answers each), every system in turn
+    assert blocks == [(SYSTEMS["c"], 2), (SYSTEMS["d"], 2)] * 4
+    assert events == [("round", 0, 0), ("round", 1, 8), ("last run", "c", 14), ("last run", "d", 16)]
+    assert [(r["system"], r["mode"], r["answers"], r["repetitions"], r["mean_batch"]) for r in rows] == [
+        (SYSTEMS["c"], "closed c=1", 4, 2, 1.0), (SYSTEMS["c"], "closed c=2", 4, 2, 1.0),
+        (SYSTEMS["d"], "closed c=1", 4, 2, 1.0), (SYSTEMS["d"], "closed c=2", 4, 2, 1.0)]
+
 
 def test_open_loops_alternate_the_systems_window_by_window_with_the_same_arrivals():
     calls: list = []
@@ -273,3 +295,15 @@ def test_the_report_says_how_the_open_loop_and_the_roofline_were_measured():
     assert "(4.6 and 5.0 answers/s); the figures above and the target are the faster of the two" in text
     assert f"| {SYSTEMS['c']} | open λ=3.60/s | 200 | 0 | 900 | 1500 | 2000 | 3.5 | 1400, 1500, 1700 |" in text
     assert f"| {SYSTEMS['cr']} | open λ=3.60/s | 200 | 0 | 1000 | 2500 | 3000 | 3.5 |  |" in text
+
+
+def test_the_report_says_when_the_systems_were_measured_in_rounds():
+    data = {**bench_data(), "roofline_answers_per_s_runs": [4.6, 5.0, 4.8]}
+    before = render(data, "make bench")
+    assert "in a row." in before and "one run per round" not in before and "(c)'s settled figures" not in before
+    text = render({**data, "schedule": "rounds"}, "make bench")
+    assert "Each level is 3 runs, in each of which every client sends the same number of requests; one run per " \
+           "round: in each round every level in turn, and at each level every system in turn" in text
+    assert "Measured at the start of each round (4.6, 5.0, 4.8 answers/s); the figures above and the target are " \
+           "the median round's." in text
+    assert "(c)'s settled figures are read with the others stopped" in text
