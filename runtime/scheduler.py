@@ -16,7 +16,8 @@
 
 The queue is bounded: `submit` refuses at once (`QueueFull`) work beyond `max_queued_rows`, or
 that would wait longer than `max_queue_wait_s` (the rows ahead of it over the rate at which
-rows finished in the last `RATE_WINDOW_S`), instead of letting latency grow without bound
+rows finished in the last `RATE_WINDOW_S`, per second the loop was busy: time with nothing to
+do says nothing about how fast rows finish), instead of letting latency grow without bound
 under overload: accepted requests keep a bounded latency, the others learn at once to retry
 elsewhere or later. The scheduler never looks inside
 a row's `owner` (the request); `is_cancelled` tells it which owners gave up. Timing counters
@@ -92,7 +93,8 @@ class DecodeScheduler:
         self.max_active_rows = max_active_rows
         self.max_queued_rows = max_queued_rows
         self.max_queue_wait_s = max_queue_wait_s
-        self._finished: deque[tuple[float, int]] = deque()  # (when, rows) over the last RATE_WINDOW_S
+        # (when, rows, the loop's busy seconds then) of the rows that finished in the last RATE_WINDOW_S
+        self._finished: deque[tuple[float, int, float]] = deque()
         self.stats = SchedulerStats()
         self._run = run
         self._new_batch = lambda: DecodeBatch(self._timed_run, signature, tokens, arrays)
@@ -161,15 +163,21 @@ class DecodeScheduler:
             self._respond()
 
     def _expected_wait_s(self) -> float:
-        """How long the rows queued now would wait, at the rate rows finished lately."""
+        """How long the rows queued now would wait, at the rate rows finished lately per busy
+        second of the loop. Per second of wall time instead, a few rows that finished before
+        an idle spell made a burst after it look slow: 16 clients starting together, a few
+        seconds after three warm-up requests, were refused ("7 rows waiting would take about
+        32 s") where they waited ~3 s."""
         if not self._queued_rows or not self._finished:
             return 0.0
         now = time.monotonic()
         while self._finished and self._finished[0][0] < now - RATE_WINDOW_S:
             self._finished.popleft()
-        span = now - self._finished[0][0] if self._finished else 0.0
-        rate = sum(rows for _, rows in self._finished) / max(span, 1.0)
-        return self._queued_rows / rate if rate else float("inf")
+        if not self._finished:
+            return 0.0
+        busy = self.stats.busy_seconds - self._finished[0][2]
+        rate = sum(rows for _, rows, _ in self._finished) / max(busy, 1.0)
+        return self._queued_rows / rate
 
     def _timed_run(self, feed: Tensors, outputs: list[str]) -> Tensors:
         start = time.perf_counter()
@@ -264,7 +272,7 @@ class DecodeScheduler:
                 if finished:  # update
                     self._outbox.put((finished, None))
                     with self._wake:
-                        self._finished.append((time.monotonic(), len(finished)))
+                        self._finished.append((time.monotonic(), len(finished), self.stats.busy_seconds))
             self.stats.iterations += 1
             self.stats.busy_seconds += time.perf_counter() - start
             if self._observe is not None:

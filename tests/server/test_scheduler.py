@@ -79,6 +79,38 @@ def test_queue_is_bounded(runtime, prompts, tokens):
         scheduler.submit([row] * 5)
 
 
+def test_a_burst_after_an_idle_spell_is_not_refused_for_the_idle_time(runtime, prompts, tokens):
+    """The queue-wait limit estimates a waiting row's wait from the rate rows finished lately, per
+    second the loop was busy. Per wall-clock second, one row that finished before 3 s of idleness
+    made the next burst look like 3 s per row: with a 2 s limit, the second request of the burst
+    was refused, although the loop had done nothing but that one row."""
+    gate = threading.Event()
+    gate.set()
+
+    def run(feed, outputs):
+        gate.wait(60)
+        return runtime.run_decoder(feed, outputs)
+
+    scheduler = scheduler_for(run, runtime, tokens, join_running=False, max_queue_wait_s=2.0).start()
+    try:
+        first, owner, _ = make_row(runtime, prompts, PAIRS[1], 2)
+        scheduler.submit([first])
+        assert owner.done.wait(60) and owner.error is None
+        time.sleep(3.0)  # idle
+        gate.clear()  # the burst's first request holds the loop in its first step
+        burst = [make_row(runtime, prompts, PAIRS[i], 2) for i in (2, 3, 4)]
+        scheduler.submit([burst[0][0]])
+        wait_for(lambda: not scheduler._queue)  # admitted: the other two wait behind it
+        scheduler.submit([burst[1][0]])  # 1 row waiting: ~1 s at 1 row per busy second
+        scheduler.submit([burst[2][0]])  # 2 rows waiting: ~2 s, at the limit (refused above it)
+        gate.set()
+        for _, owner, _ in burst:
+            assert owner.done.wait(60) and owner.error is None
+    finally:
+        gate.set()
+        scheduler.stop()
+
+
 def test_a_failing_step_fails_its_rows_and_the_scheduler_goes_on(runtime, prompts, hf_model, tokens):
     calls = {"n": 0}
 
