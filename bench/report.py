@@ -194,15 +194,12 @@ def in_rounds(data: dict) -> bool:
 
 
 def roofline_runs_text(data: dict) -> str:
-    """Which of the rooflines measured in the run this is (older results measured one)."""
+    """Which of the rooflines measured in the run this is (results before the rounds measured one)."""
     runs = data.get("roofline_answers_per_s_runs", [])
-    if len(runs) < 2:
+    if len(runs) < 2 or not in_rounds(data):
         return ""
-    if in_rounds(data):
-        return (f" Measured at the start of each round ({', '.join(map(str, runs))} answers/s); the figures above "
-                "and the target are the median round's.")
-    return (f" Measured right before and right after (c)'s closed loops ({' and '.join(map(str, runs))} answers/s); "
-            "the figures above and the target are the faster of the two.")
+    return (f" Measured at the start of each round ({', '.join(map(str, runs))} answers/s); the figures above "
+            "and the target are the median round's.")
 
 
 def windows_text(data: dict) -> str:

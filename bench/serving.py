@@ -473,8 +473,8 @@ def counter_figures(system, delta: dict[str, float]) -> dict:
 def rounds(systems: dict, plan: Plan, on_round, on_last_run) -> list[dict]:
     """`plan.repetitions` rounds; in each, every level in turn, and at each level every system
     in turn (one closed-loop run each), so that the machine's slow and fast phases fall on all
-    of them alike. `on_round(index)` runs before each round; `on_last_run(key, system)` right
-    after a system's last run. One row per system and level: `combine` of its runs, with its
+    of them alike. `on_round(index)` runs before each round; `on_last_run(system)` right after
+    a system's last run. One row per system and level: `combine` of its runs, with its
     counters over them."""
     runs: dict[tuple[str, int], list[Run]] = {(key, level): [] for key in systems for level in plan.levels}
     summed: dict[tuple[str, int], dict[str, float]] = {}
@@ -491,7 +491,7 @@ def rounds(systems: dict, plan: Plan, on_round, on_last_run) -> list[dict]:
                     total[name] += after[name] - before[name]
                 print(json.dumps({**runs[key, level][-1].row(), "round": index}), flush=True)
                 if index == plan.repetitions - 1 and level == plan.levels[-1]:
-                    on_last_run(key, system)
+                    on_last_run(system)
     return [{**combine(runs[key, level]), **counter_figures(system, summed[key, level])}
             for key, system in systems.items() for level in plan.levels]
 
@@ -540,7 +540,7 @@ def run_all(args: argparse.Namespace, plan: Plan, workdir: Path) -> tuple[list[d
             system.wait_ready(plan.inputs[0])
             for ids in plan.inputs[:2]:
                 system.call(ids, plan.new_tokens)  # warm-up
-        rows = rounds(systems, plan, roofline_now, lambda key, system: memory("", system))
+        rows = rounds(systems, plan, roofline_now, lambda system: memory("", system))
         if "c" in systems:
             ours = systems["c"]
             extra["perf_analyzer"] = perf_analyzer(ours.url, plan.inputs[0], plan.new_tokens, plan.levels, workdir)
@@ -578,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repetitions", type=int, default=3,
                         help="closed-loop runs per level (each whole rounds of requests), for the run-to-run spread")
     parser.add_argument("--open-windows", type=int, default=3,
-                        help="open-loop windows per system, (c) and (c') in turn (0 seconds: no open loop)")
+                        help="open-loop windows per system, (c) and (c') in turn (0 here or in "
+                             "--open-seconds: no open loop)")
     parser.add_argument("--open-seconds", type=float, default=40.0, help="length of each open-loop window")
     parser.add_argument("--open-load", type=float, default=0.8, help="open-loop rate as a fraction of saturation")
     parser.add_argument("--output", type=Path, default=Path("docs"), help="where benchmarks.{json,md,png} go")
