@@ -97,22 +97,24 @@ def simulate(policy: str, arriving: list[tuple[float, int, int]], costs: Costs, 
             now += costs.encoder_per_token * sum(tokens for _, tokens, _ in admitted) + costs.first_step
             running += [[at, 1, min(answer if answers == "squad" else new_tokens, new_tokens)]
                         for at, _, answer in admitted]  # the first step chose a token
-            running = finish(running, now, latencies, join)
+            running = finish(running, now, latencies, join, new_tokens)
         if running:
             now += costs.step(len(running))
             for row in running:
                 row[1] += 1
-            running = finish(running, now, latencies, join)
+            running = finish(running, now, latencies, join, new_tokens)
     return latencies
 
 
-def finish(running: list[list], now: float, latencies: list[float], join: JoinCosts | None) -> list[list]:
-    """The rows not yet done; the latencies and the lengths (for `join`'s estimate) of the others."""
+def finish(running: list[list], now: float, latencies: list[float], join: JoinCosts | None,
+           limit: int) -> list[list]:
+    """The rows not yet done; the latencies and the lengths (for `join`'s estimate) of the others,
+    every row with a limit of `limit` new tokens."""
     for at, tokens, done in running:
         if tokens >= done:
             latencies.append(now - at)
             if join is not None:
-                join.observed_finish(tokens)
+                join.observed_finish(tokens, limit)
     return [row for row in running if row[1] < row[2]]
 
 

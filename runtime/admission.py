@@ -17,7 +17,10 @@ new tokens, and real answers stop long before the limit (SQuAD 2.0: about half a
 first token, most answers take a few more; the limit is 32 by default). `JoinCosts.steps_left`
 takes, for each running row, the mean of what the recently finished rows that got past its length
 went on to produce; with the limit alone, every wait looked as long as the limit and everything
-joined.
+joined. Only rows allowed at least its limit count: a row stopped by a smaller limit of its own
+says only that the answer was not over by then, and with requests of mixed limits (the default 32
+beside clients that ask for 4) the short-limited rows made a long row's wait look a few steps
+long, so arrivals waited for it instead of joining.
 
 Rows that arrive encoded (GPU targets: the encoder is a served model) cost the running rows no
 encoder time, so they always join. Until the loop has timed an admission, everything joins.
@@ -38,8 +41,8 @@ class JoinCosts:
 
     step_s: float = 0.0  # one decode step of the running rows, wall time
     encode_s_per_token: float = 0.0  # an admission (encoder call and first step) per prompt token
-    # tokens (</s> included) of the last FINISHED_KEPT rows that finished
-    lengths: deque[int] = field(default_factory=lambda: deque(maxlen=FINISHED_KEPT))
+    # (tokens, </s> included, and the row's limit) of the last FINISHED_KEPT rows that finished
+    lengths: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=FINISHED_KEPT))
 
     def observed_step(self, seconds: float) -> None:
         self.step_s = _averaged(self.step_s, seconds)
@@ -49,17 +52,18 @@ class JoinCosts:
         if prompt_tokens:
             self.encode_s_per_token = _averaged(self.encode_s_per_token, seconds / prompt_tokens)
 
-    def observed_finish(self, tokens: int) -> None:
-        """A row finished (at `</s>` or its limit) with `tokens` tokens."""
-        self.lengths.append(tokens)
+    def observed_finish(self, tokens: int, limit: int) -> None:
+        """A row with a limit of `limit` new tokens finished (at `</s>` or that limit) with `tokens` tokens."""
+        self.lengths.append((tokens, limit))
 
     def steps_left(self, rows: Iterable[tuple[int, int]]) -> int:
         """Steps until the last of `rows`, each (tokens so far, limit), is done, expected: per row,
-        the mean of what the finished rows longer than it went on to produce, within its limit;
-        its limit where none is on record."""
+        the mean of what the finished rows longer than it and allowed at least its limit went on
+        to produce, within its limit; its limit where none is on record."""
         most = 0
         for tokens, limit in set(rows):  # rows admitted together share their lengths
-            longer = [min(length, limit) - tokens for length in self.lengths if length > tokens]
+            longer = [min(length, limit) - tokens for length, allowed in self.lengths
+                      if length > tokens and allowed >= limit]
             most = max(most, round(sum(longer) / len(longer)) if longer else limit - tokens)
         return most
 

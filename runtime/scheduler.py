@@ -268,7 +268,7 @@ class DecodeScheduler:
                 self._outbox.put((failed, error))
             else:
                 for row in finished:
-                    self.join_costs.observed_finish(len(row.tokens))
+                    self.join_costs.observed_finish(len(row.tokens), row.limit)
                 if finished:  # update
                     self._outbox.put((finished, None))
                     with self._wake:

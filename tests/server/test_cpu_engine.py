@@ -206,7 +206,8 @@ def test_rows_that_end_at_admission_leave_the_step_estimate_alone(runtime, promp
         scheduler.stop()
     assert len(running[0].tokens) == 3 and running[0].tokens[-1] == tokens.eos, running[0].tokens
     assert len(costs.steps) == 2 and costs.step_s > 0, costs.steps  # two steps after its admission
-    assert list(costs.lengths) == [1, 3], "the finished rows' lengths, for the steps the running rows have left"
+    assert list(costs.lengths) == [(1, ended[-1]), (3, 8)], \
+        "the finished rows' lengths and limits, for the steps the running rows have left"
 
 
 def test_a_failing_encoder_call_fails_only_its_requests(runtime, prompts, hf_model, tokens):

@@ -51,7 +51,7 @@ def test_the_steps_left_are_their_limits_until_rows_have_finished():
 def test_the_steps_left_come_from_what_longer_finished_rows_went_on_to_produce():
     costs = JoinCosts()
     for tokens in (1, 1, 5, 5, 9):  # two abstentions, three answers
-        costs.observed_finish(tokens)
+        costs.observed_finish(tokens, 32)
     # a row at 2 tokens: the rows longer than 2 went on for 3, 3 and 7 more (mean 4.33)
     assert costs.steps_left([(2, 32)]) == 4
     assert costs.steps_left([(6, 32)]) == 3, "past 6 tokens only the 9-token row: 3 more"
@@ -60,13 +60,29 @@ def test_the_steps_left_come_from_what_longer_finished_rows_went_on_to_produce()
     assert costs.steps_left([(2, 4)]) == 2, "within the row's own limit: 2, 2 and 2 more"
 
 
+def test_rows_stopped_by_a_smaller_limit_of_their_own_do_not_shorten_a_longer_rows_wait():
+    """Requests of mixed limits: rows that asked for 4 tokens and stopped there say nothing of
+    how long a row allowed 32 goes on; they counted as answers of 4 tokens, so a long row's
+    wait looked 2 steps long, and arrivals waited for it instead of joining."""
+    costs = JoinCosts(step_s=0.05, encode_s_per_token=0.001)
+    for _ in range(10):
+        costs.observed_finish(4, 4)
+    assert costs.steps_left([(2, 32)]) == 30, "no row allowed 32 on record: its limit"
+    assert costs.steps_left([(2, 4)]) == 2, "rows of its own limit count"
+    assert costs.joins(running_rows=2, steps_left=costs.steps_left([(2, 32)]), rows=1, prompt_tokens=200)
+    costs.observed_finish(9, 32)  # a row allowed 32 that answered in 9 tokens
+    costs.observed_finish(3, 64)
+    assert costs.steps_left([(2, 32)]) == 4, "the rows allowed at least 32: 7 and 1 more"
+    assert costs.steps_left([(2, 4)]) == 2, "every row allowed at least 4, within its limit"
+
+
 def test_the_steps_left_follow_the_last_finished_rows():
     costs = JoinCosts()
     for _ in range(FINISHED_KEPT):
-        costs.observed_finish(30)
+        costs.observed_finish(30, 32)
     assert costs.steps_left([(2, 32)]) == 28
     for _ in range(FINISHED_KEPT):
-        costs.observed_finish(4)
+        costs.observed_finish(4, 32)
     assert costs.steps_left([(2, 32)]) == 2, "the long rows have left the record"
 
 
